@@ -1,0 +1,27 @@
+from django.db import models
+
+
+class Character(models.Model):
+    """An AI persona people chat with."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=80)
+    avatar = models.ImageField(upload_to="avatars/characters/", blank=True)
+    tagline = models.CharField(max_length=200, blank=True)
+    persona = models.TextField(help_text="System prompt: who the character is and how it speaks.")
+    greeting = models.TextField(
+        blank=True, help_text="First message of every new conversation with the character."
+    )
+    is_public = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def avatar_url(self) -> str | None:
+        return self.avatar.url if self.avatar else None

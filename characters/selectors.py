@@ -1,0 +1,11 @@
+from django.db.models import QuerySet
+
+from characters.models import Character
+
+
+def character_list_public() -> QuerySet[Character]:
+    return Character.objects.filter(is_public=True).order_by("name")
+
+
+def character_get_public(*, slug: str) -> Character | None:
+    return Character.objects.filter(slug=slug, is_public=True).first()

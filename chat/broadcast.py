@@ -1,0 +1,57 @@
+"""Fan-out over the channel layer. Frames are encoded once per event, not per socket.
+
+Everything here is called from `transaction.on_commit`, so a rolled-back change
+never reaches a client.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from chat.events import Frame, MessageReceive
+from chat.models import Message
+from chat.payloads import message_out
+
+FRAME_EVENT = "parley.frame"
+CLOSE_EVENT = "parley.close"
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conv.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def _group_send(group: str, event: dict) -> None:
+    async_to_sync(get_channel_layer().group_send)(group, event)
+
+
+def conversation_send(*, conversation_id: int, frame: Frame, seq: int | None = None) -> None:
+    """Send a frame to every socket joined to the conversation. `seq` marks frames that
+    carry a new message: sockets use it to keep order and fill gaps from the database."""
+    _group_send(
+        conversation_group(conversation_id),
+        {"type": FRAME_EVENT, "conversation": conversation_id, "seq": seq, "text": frame.to_text()},
+    )
+
+
+def message_created_on_commit(message: Message) -> None:
+    frame = MessageReceive(message=message_out(message))
+    transaction.on_commit(
+        partial(
+            conversation_send, conversation_id=message.conversation_id, frame=frame, seq=message.seq
+        )
+    )
+
+
+def user_disconnect_on_commit(*, user_id: int, code: int) -> None:
+    """Close every socket of the user, on every server process."""
+    transaction.on_commit(
+        partial(_group_send, user_group(user_id), {"type": CLOSE_EVENT, "code": code})
+    )

@@ -1,0 +1,265 @@
+"""The websocket protocol (contract sections 1-5): one socket per device, every
+conversation the user joins multiplexed over it. Thin: parse, validate, call a
+service, send the typed frame back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+from pydantic import ValidationError
+
+from chat import inbound, selectors, services
+from chat.auth import CLOSE_UNAUTHENTICATED, seconds_left
+from chat.broadcast import conversation_group, user_group
+from chat.connections import registry
+from chat.events import (
+    ConversationLeft,
+    ErrorFrame,
+    ErrorOut,
+    Frame,
+    MessageReceive,
+    MessageStatus,
+    Pong,
+    SessionReady,
+    SessionUser,
+)
+from chat.payloads import message_out
+from config.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message):
+        # Channels >= 4.2 hops to a thread before every handler to close stale DB
+        # connections; our DB work goes through database_sync_to_async, which already
+        # does that, so skip the hop (it costs a large share of throughput).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- Connection lifecycle
+
+    async def connect(self) -> None:
+        self.user = self.scope["user"]
+        self.auth = self.scope["auth"]
+        # conversation id -> highest seq this socket has been sent
+        self.cursors: dict[int, int] = {}
+        self._expiry: asyncio.TimerHandle | None = None
+        await self.accept(subprotocol=self.auth.subprotocol)
+        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        registry.add(self)
+        left = seconds_left(self.auth)
+        if left is not None:
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(left, 0), lambda: asyncio.ensure_future(self.close(code=CLOSE_UNAUTHENTICATED))
+            )
+        await self.send_frame(
+            SessionReady(
+                user=SessionUser(
+                    id=self.user.pk,
+                    username=self.user.username,
+                    display_name=self.user.display_name,
+                ),
+                heartbeat_s=settings.PARLEY_HEARTBEAT_S,
+                server_time=timezone.now(),
+            )
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        registry.discard(self)
+        for conversation_id in list(self.cursors):
+            await self.channel_layer.group_discard(
+                conversation_group(conversation_id), self.channel_name
+            )
+        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+
+    async def websocket_disconnect(self, message) -> None:
+        # As Channels does, minus its thread hop to close DB connections (see dispatch).
+        if hasattr(self, "user"):
+            await self.disconnect(message["code"])
+        raise StopConsumer()
+
+    # --- Inbound frames
+
+    async def websocket_receive(self, message) -> None:
+        text = message.get("text")
+        if text is None:
+            return await self.send_error("bad_request", "Binary frames are not supported.")
+        limit = settings.PARLEY_MAX_FRAME_BYTES
+        if len(text) > limit or (
+            len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+        ):
+            return await self.send_error("too_large", f"Frames are limited to {limit} bytes.")
+        try:
+            content = json.loads(text)
+        except (ValueError, RecursionError):
+            return await self.send_error("bad_request", "A frame must be valid JSON.")
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            return await self.send_error(
+                "bad_request", "A frame must be a JSON object with a string `type`."
+            )
+        frame_type = content["type"]
+        client_id = content.get("client_id") if isinstance(content.get("client_id"), str) else None
+        schema = inbound.INBOUND.get(frame_type)
+        if schema is None:
+            return await self.send_error(
+                "unknown_type", f"Unknown frame type {frame_type[:64]!r}.", ref=frame_type[:64]
+            )
+        try:
+            frame = schema.model_validate(content)
+        except ValidationError as exc:
+            error = ApplicationError("bad_request", inbound.describe(exc))
+            return await self.fail(
+                error, frame_type=frame_type, content=content, client_id=client_id
+            )
+        handler = self.HANDLERS[frame_type]
+        try:
+            await handler(self, frame)
+        except ApplicationError as error:
+            await self.fail(error, frame_type=frame_type, content=content, client_id=client_id)
+        except Exception:
+            logger.exception("Unhandled error in %s for user %s", frame_type, self.user.pk)
+            error = ApplicationError("server_error", "Something went wrong on our side.")
+            await self.fail(error, frame_type=frame_type, content=content, client_id=client_id)
+
+    async def fail(
+        self, error: ApplicationError, *, frame_type: str, content: dict, client_id: str | None
+    ) -> None:
+        if frame_type == "message:send":
+            # Every message:send gets exactly one message:status (guarantee 1).
+            conversation = content.get("conversation")
+            await self.send_frame(
+                MessageStatus(
+                    conversation=conversation if type(conversation) is int else None,
+                    client_id=client_id,
+                    message_id=None,
+                    seq=None,
+                    status="failed",
+                    error=ErrorOut(code=error.code, message=error.message),
+                )
+            )
+        await self.send_error(error.code, error.message, ref=frame_type, client_id=client_id)
+
+    async def on_ping(self, frame: inbound.Ping) -> None:
+        await self.send_frame(Pong(t=frame.t))
+
+    async def on_join(self, frame: inbound.ConversationJoin) -> None:
+        conversation_id = frame.conversation
+        if conversation_id is None and frame.character is not None:
+            conversation, _ = await database_sync_to_async(
+                services.conversation_open_with_character
+            )(user=self.user, slug=frame.character)
+            conversation_id = conversation.pk
+        elif conversation_id is None:
+            raise ApplicationError("bad_request", "Give either `conversation` or `character`.")
+        group = conversation_group(conversation_id)
+        # Subscribe before the snapshot, so nothing committed in between is missed;
+        # the cursor then drops what the snapshot already holds.
+        await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            joined = await database_sync_to_async(services.conversation_join)(
+                user=self.user, conversation_id=conversation_id, since=frame.since
+            )
+        except BaseException:
+            if conversation_id not in self.cursors:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            raise
+        self.cursors[conversation_id] = joined.last_seq
+        await self.send_frame(joined)
+
+    async def on_leave(self, frame: inbound.ConversationLeave) -> None:
+        if self.cursors.pop(frame.conversation, None) is not None:
+            await self.channel_layer.group_discard(
+                conversation_group(frame.conversation), self.channel_name
+            )
+        await self.send_frame(ConversationLeft(conversation=frame.conversation))
+
+    async def on_send(self, frame: inbound.MessageSend) -> None:
+        result = await database_sync_to_async(services.message_post)(
+            user=self.user,
+            conversation_id=frame.conversation,
+            client_id=frame.client_id,
+            text=frame.text,
+            kind=frame.kind,
+            reply_to_id=frame.reply_to,
+            attachment_id=frame.attachment,
+        )
+        await self.send_frame(
+            MessageStatus(
+                conversation=frame.conversation,
+                client_id=frame.client_id,
+                message_id=result.message.pk,
+                seq=result.message.seq,
+                status="sent",
+                duplicate=not result.created,
+            )
+        )
+
+    HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
+        "ping": on_ping,
+        "conversation:join": on_join,
+        "conversation:leave": on_leave,
+        "message:send": on_send,
+    }
+
+    # --- Channel layer events
+
+    async def parley_frame(self, event: dict) -> None:
+        conversation_id = event["conversation"]
+        cursor = self.cursors.get(conversation_id)
+        if cursor is None:
+            return  # left meanwhile
+        seq = event["seq"]
+        if seq is None:
+            return await self.send(text_data=event["text"])
+        if seq <= cursor:
+            return  # already sent (snapshot, gap fill or a duplicate delivery)
+        if seq > cursor + 1:
+            # The layer lost or reordered something: the database has it.
+            await self._fill_gap(conversation_id, after=cursor, before=seq)
+        self.cursors[conversation_id] = seq
+        await self.send(text_data=event["text"])
+
+    async def _fill_gap(self, conversation_id: int, *, after: int, before: int) -> None:
+        while after < before - 1:
+            page = await database_sync_to_async(selectors.message_page)(
+                conversation_id=conversation_id,
+                after=after,
+                before=before,
+                limit=settings.PARLEY_RESUME_LIMIT,
+            )
+            if not page.messages:
+                return
+            for message in page.messages:
+                await self.send_frame(MessageReceive(message=message_out(message)))
+            after = page.messages[-1].seq
+            self.cursors[conversation_id] = after
+
+    async def parley_close(self, event: dict) -> None:
+        await self.close(code=event["code"])
+
+    # --- Outbound
+
+    async def send_frame(self, frame: Frame) -> None:
+        await self.send(text_data=frame.to_text())
+
+    async def send_error(
+        self, code: str, message: str, *, ref: str | None = None, client_id: str | None = None
+    ) -> None:
+        await self.send_frame(ErrorFrame(code=code, message=message, ref=ref, client_id=client_id))

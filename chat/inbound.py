@@ -1,0 +1,62 @@
+"""Frames a client may send (contract section 2), validated by type.
+
+Types are strict: `"conversation": "5"` is a `bad_request`, not a silent cast.
+Unknown extra fields are ignored so that newer clients keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
+Seq = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+class Inbound(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class Ping(Inbound):
+    type: Literal["ping"]
+    t: Any = None
+
+
+class ConversationJoin(Inbound):
+    type: Literal["conversation:join"]
+    conversation: Id | None = None
+    character: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    since: Seq | None = None
+
+
+class ConversationLeave(Inbound):
+    type: Literal["conversation:leave"]
+    conversation: Id
+
+
+class MessageSend(Inbound):
+    type: Literal["message:send"]
+    conversation: Id
+    client_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    kind: Literal["text", "audio", "image", "video", "file"] = "text"
+    text: StrictStr = ""
+    attachment: Id | StrictStr | None = None
+    reply_to: Id | None = None
+
+
+INBOUND: dict[str, type[Inbound]] = {
+    "ping": Ping,
+    "conversation:join": ConversationJoin,
+    "conversation:leave": ConversationLeave,
+    "message:send": MessageSend,
+}
+
+
+def describe(error: ValidationError) -> str:
+    """One readable line: which field is wrong and why."""
+    parts = []
+    for item in error.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "frame"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)

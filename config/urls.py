@@ -1,0 +1,39 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import api as accounts_api
+from characters import api as characters_api
+from chat import api as chat_api
+
+api = [
+    path("auth/register/", accounts_api.RegisterView.as_view(), name="register"),
+    path("auth/token/", accounts_api.TokenView.as_view(), name="token"),
+    path("auth/token/refresh/", accounts_api.TokenRefresh.as_view(), name="token-refresh"),
+    path("auth/ws-ticket/", accounts_api.WsTicketView.as_view(), name="ws-ticket"),
+    path("me/", accounts_api.MeView.as_view(), name="me"),
+    path("characters/", characters_api.CharacterList.as_view(), name="character-list"),
+    path(
+        "characters/<slug:slug>/", characters_api.CharacterDetail.as_view(), name="character-detail"
+    ),
+    path("conversations/", chat_api.ConversationListCreate.as_view(), name="conversation-list"),
+    path(
+        "conversations/<int:conversation_id>/",
+        chat_api.ConversationDetail.as_view(),
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages/",
+        chat_api.ConversationMessages.as_view(),
+        name="conversation-messages",
+    ),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include(api)),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("chat.urls")),
+]
