@@ -25,15 +25,19 @@ def user_register(*, username: str, password: str, email: str = "", display_name
             "bad_request", " ".join(exc.messages), details={"fields": {"password": exc.messages}}
         ) from exc
     user.set_password(password)
+    taken = ApplicationError(
+        "bad_request",
+        "That username is taken.",
+        details={"fields": {"username": ["That username is taken."]}},
+    )
+    # Look-alike names ("Alice" beside "alice") are refused, as Django's own forms do.
+    if User.objects.filter(username__iexact=username).exists():
+        raise taken
     try:
         with transaction.atomic():
             user.save()
     except IntegrityError as exc:
-        raise ApplicationError(
-            "bad_request",
-            "That username is taken.",
-            details={"fields": {"username": ["That username is taken."]}},
-        ) from exc
+        raise taken from exc
     return user
 
 

@@ -18,6 +18,7 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import validate_host
 from rest_framework_simplejwt.exceptions import TokenError
@@ -106,6 +107,14 @@ def _authenticate_credential(scope) -> WsAuth | None:
     return None
 
 
+@database_sync_to_async
+def _session_refusal(session) -> WsAuth:
+    """Why a session cookie gave no user: 4403 if it names a deactivated one, else 4401."""
+    user_id = session.get(SESSION_KEY)
+    inactive = user_id is not None and User.objects.filter(pk=user_id, is_active=False).exists()
+    return WsAuth(user=None, close_code=CLOSE_FORBIDDEN if inactive else CLOSE_UNAUTHENTICATED)
+
+
 async def authenticate(scope) -> WsAuth:
     result = await _authenticate_credential(scope)
     if result is not None:
@@ -116,7 +125,7 @@ async def authenticate(scope) -> WsAuth:
         return WsAuth(user=None, close_code=CLOSE_FORBIDDEN)
     user = await get_user(scope)
     if isinstance(user, AnonymousUser) or not user.is_authenticated:
-        return WsAuth(user=None)
+        return await _session_refusal(scope["session"])
     return WsAuth(user=user, method="session")
 
 

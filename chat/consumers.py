@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
+from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -36,6 +37,10 @@ from chat.payloads import message_out
 from config.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
+
+# What sending on a socket that is already closing raises: daphne's (autobahn's) own
+# error, or the OSError subclass the ASGI spec asks of other servers.
+SOCKET_GONE = (Disconnected, OSError)
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -255,6 +260,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=event["code"])
 
     # --- Outbound
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except SOCKET_GONE:
+            # Either side began the closing handshake while a frame was on its way: the
+            # frame is moot. Raising would kill the consumer, and with it the cleanup
+            # that the websocket.disconnect, which follows, runs (groups, registry).
+            logger.debug("Frame to closing socket %s dropped", self.channel_name)
 
     async def send_frame(self, frame: Frame) -> None:
         await self.send(text_data=frame.to_text())

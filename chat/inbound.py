@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
 Seq = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
@@ -18,9 +26,33 @@ class Inbound(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
+MAX_ECHO_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
 class Ping(Inbound):
     type: Literal["ping"]
     t: Any = None
+
+    @field_validator("t")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        # Echoed back as is: keep it shallow enough to serialize.
+        if _depth(value) > MAX_ECHO_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_ECHO_DEPTH} levels")
+        return value
 
 
 class ConversationJoin(Inbound):

@@ -78,19 +78,10 @@ def conversation_create_group(
 
 
 def conversation_join(
-    *,
-    user: User,
-    conversation_id: int | None = None,
-    character: str | None = None,
-    since: int | None = None,
+    *, user: User, conversation_id: int, since: int | None = None
 ) -> ConversationJoined:
     """What a socket gets when it joins: the conversation, and either every message
     after `since` (up to the resume limit, `gap` if more) or the latest page."""
-    if (conversation_id is None) == (character is None):
-        raise ApplicationError("bad_request", "Give either `conversation` or `character`.")
-    if character is not None:
-        conversation, _ = conversation_open_with_character(user=user, slug=character)
-        conversation_id = conversation.pk
     conv = selectors.conversation_get(user_id=user.pk, conversation_id=conversation_id)
     if since is None:
         page = selectors.message_page(conversation_id=conv.id, limit=settings.PARLEY_JOIN_PAGE)

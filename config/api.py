@@ -37,7 +37,8 @@ def exception_handler(exc, context):
         return None
     data = response.data
     code = _DRF_CODES.get(response.status_code, "bad_request")
-    if isinstance(data, dict) and "detail" in data and len(data) == 1:
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        # One error, not per-field ones; SimpleJWT adds its own `code` and `messages`.
         body = {"code": code, "message": str(data["detail"]), "detail": data["detail"]}
     else:
         # Field validation errors: keep DRF's per-field messages under `fields`.

@@ -178,6 +178,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Parley API",
     "DESCRIPTION": "REST API of Parley, the real-time chat server for AI characters.",
     "VERSION": "1",
+    # 3.1: the message and conversation schemas come from pydantic, whose JSON Schema
+    # (`{"type": "null"}` in unions) is valid OpenAPI 3.1 but not 3.0.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
 }

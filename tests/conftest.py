@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -71,3 +72,62 @@ def access_token_for(user) -> str:
     from rest_framework_simplejwt.tokens import AccessToken
 
     return str(AccessToken.for_user(user))
+
+
+@pytest.fixture
+def api_client_for(db):
+    """An APIClient sending `Authorization: Bearer <access JWT>` for `user` (anonymous
+    without one): the same path a mobile app takes, JWT authentication included."""
+    from rest_framework.test import APIClient
+
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token_for(user)}")
+        return client
+
+    return make
+
+
+# --- Websocket helpers (tests/test_ws_*.py)
+
+
+@pytest.fixture(autouse=True)
+def _close_worker_thread_connections():
+    """Channels' test communicators keep `database_sync_to_async` from closing its
+    connections (they patch `close_old_connections` out); close the worker thread's
+    connection after each test, or the test database cannot be dropped at the end."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+WS_TIMEOUT = 3  # seconds any single websocket read may wait
+
+
+def ws_communicator(path: str = "/ws/chat/", *, headers=None, subprotocols=None):
+    """A not yet connected test socket on the real ASGI application."""
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    return WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
+
+
+@asynccontextmanager
+async def ws_session(user=None, *, path: str | None = None, headers=None, subprotocols=None):
+    """A socket past `session:ready` (by default authenticated with `?token=`):
+    yields (communicator, ready frame) and disconnects on exit."""
+    if path is None and user is not None:
+        path = f"/ws/chat/?token={access_token_for(user)}"
+    ws = ws_communicator(path or "/ws/chat/", headers=headers, subprotocols=subprotocols)
+    connected, _ = await ws.connect(timeout=WS_TIMEOUT)
+    assert connected
+    ready = await ws.receive_json_from(timeout=WS_TIMEOUT)
+    assert ready["type"] == "session:ready", ready
+    try:
+        yield ws, ready
+    finally:
+        await ws.disconnect(timeout=WS_TIMEOUT)

@@ -1,0 +1,736 @@
+#!/usr/bin/env python3
+"""Parley benchmark driver: Parley and the peer reference servers, same load, one run.
+
+    .venv/bin/python bench/run.py                    # the record: every scenario, every server
+    .venv/bin/python bench/run.py --quick            # short durations, 2,000 idle sockets
+    .venv/bin/python bench/run.py --scenarios saturation --servers parley --profile
+
+What it does:
+1. a private redis-server on 127.0.0.1:--redis-port (default 6398, no persistence) pinned
+   to CPU1; Parley uses its db 5 with CHANNEL_LAYER_PREFIX=parley-bench, the tutorial db 6
+   (nothing touches the machine's shared Redis on 6379);
+2. a fresh PostgreSQL database `parley_bench` (dropped, created, migrated), then
+   bench/setup_data.py: 5,000 users, 2,500 two-person conversations, JWTs valid 2 h;
+3. for every scenario and server: the server pinned to CPU0 (taskset -c 0, RLIMIT_NOFILE
+   raised), a small warm-up, then bench/ws_load.py pinned to CPU1, sampling the server's,
+   Redis's and PostgreSQL's CPU and RSS; the server is stopped by its PID afterwards.
+   Parley runs under daphne with DEBUG=0 and the Redis pub/sub channel layer.
+
+Servers: parley; tutorial (the canonical Channels tutorial chat from
+/work/shared/peer-bench/peer/chatproj under daphne with the tutorial's
+RedisChannelLayer, started exactly as its run_matrix.py does); tutorial-pubsub (the same
+with RedisPubSubChannelLayer, the layer Parley uses); bare (bare `websockets` fan-out,
+the physical limit). The peers need Django 6 / Python >= 3.12: a separate venv is made
+for them in bench/out/peer-venv on first use (from PyPI).
+
+Results: bench/out/results-<stamp>.jsonl (one line per run), and a Markdown summary
+with the ratios in bench/out/summary-<stamp>.md (also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+VENV = ROOT / ".venv"
+PEER_VENV = OUT / "peer-venv"
+PEER_BENCH = Path(os.environ.get("PEER_BENCH", "/work/shared/peer-bench"))
+PEER = PEER_BENCH / "peer"
+DB_NAME = "parley_bench"
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+SECRET_KEY = "parley-bench-not-a-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+TUTORIAL_REDIS_DB = 6
+PARLEY_REDIS_DB = 5
+
+SERVERS = {
+    # name: (kind, port, url, extra env)
+    "parley": ("parley", 8190, "ws://127.0.0.1:8190/ws/chat/", {}),
+    "tutorial": ("daphne", 8191, "ws://127.0.0.1:8191/ws/chat/${room}/", {"CHAT_LAYER": "redis"}),
+    "tutorial-pubsub": (
+        "daphne",
+        8192,
+        "ws://127.0.0.1:8192/ws/chat/${room}/",
+        {"CHAT_LAYER": "pubsub"},
+    ),
+    "bare": ("bare", 8193, "ws://127.0.0.1:8193/ws/chat/${room}/", {}),
+}
+
+SCENARIOS = {
+    # name: (ws_load args, quick overrides)
+    "steady": (
+        [
+            "--clients",
+            "1000",
+            "--conversations",
+            "500",
+            "--senders",
+            "500",
+            "--rate",
+            "0.5",
+            "--duration",
+            "60",
+        ],
+        ["--duration", "15"],
+    ),
+    "saturation": (
+        [
+            "--clients",
+            "1000",
+            "--conversations",
+            "500",
+            "--senders",
+            "500",
+            "--rate",
+            "0",
+            "--window",
+            "1",
+            "--duration",
+            "30",
+        ],
+        ["--duration", "10"],
+    ),
+    "idle": (
+        ["--clients", "5000", "--conversations", "2500", "--senders", "0", "--hold", "5"],
+        ["--clients", "2000", "--conversations", "1000", "--hold", "3"],
+    ),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[run {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pin(cpu: int, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+def port_open(port: int, timeout: float = 30.0) -> bool:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def redis_cmd(port: int, *args: str) -> bytes:
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload.encode())
+        data = s.recv(65536)
+        if data.startswith(b"$"):
+            n = int(data[1 : data.index(b"\r\n")])
+            while len(data) < n + len(str(n)) + 5:
+                more = s.recv(65536)
+                if not more:
+                    break
+                data += more
+        return data
+
+
+def redis_info(port: int, section: str) -> dict[str, str]:
+    text = redis_cmd(port, "INFO", section).decode(errors="replace")
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and line[0] != "#")
+
+
+def redis_commands(port: int) -> dict[str, int]:
+    return {
+        k[len("cmdstat_") :]: int(v.split(",")[0].split("=")[1])
+        for k, v in redis_info(port, "commandstats").items()
+        if k.startswith("cmdstat_")
+    }
+
+
+def raise_nofile() -> None:
+    for want in (65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+def psql(sql: str, db: str = "postgres") -> str:
+    r = subprocess.run(
+        ["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if r.returncode:
+        raise RuntimeError(f"psql {sql!r}: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+class Bench:
+    def __init__(self, a) -> None:
+        self.a = a
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.results_path = OUT / f"results-{self.stamp}.jsonl"
+        self.logdir = OUT / "logs"
+        self.redis_proc: subprocess.Popen | None = None
+        self.redis_pid: int | None = None
+        self.results: list[dict] = []
+
+    # -- environment
+
+    def parley_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=f"{PG}/{DB_NAME}",
+            REDIS_URL=f"redis://127.0.0.1:{self.a.redis_port}/{PARLEY_REDIS_DB}",
+            CHANNEL_LAYER_PREFIX="parley-bench",
+            CACHE_KEY_PREFIX="parley-bench",
+            DEBUG="0",
+            SECRET_KEY=SECRET_KEY,
+            SECURE_SSL_REDIRECT="0",
+            ALLOWED_HOSTS="127.0.0.1",
+            LOG_LEVEL="WARNING",
+            DJANGO_SETTINGS_MODULE="config.settings",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        return env
+
+    def ensure_peer_venv(self) -> None:
+        if (PEER_VENV / "bin" / "daphne").exists():
+            return
+        py = shutil.which("python3.12") or shutil.which("python3.13")
+        for cand in ("3.12", "3.13"):
+            root = Path.home() / ".pyenv" / "versions"
+            found = sorted(root.glob(f"{cand}*/bin/python{cand}")) if root.is_dir() else []
+            if found:
+                py = str(found[-1])
+                break
+        if not py:
+            raise SystemExit("the peer servers need Python >= 3.12 (Django 6); none found")
+        log(f"creating {PEER_VENV} with {py} (Django 6, Channels, daphne, websockets, uvloop)")
+        subprocess.run([py, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run(
+            [
+                str(PEER_VENV / "bin" / "pip"),
+                "install",
+                "-q",
+                "django>=6.0,<6.1",
+                "channels>=4.3",
+                "channels-redis>=4.3",
+                "daphne>=4.2",
+                "uvloop",
+                "websockets>=15",
+            ],
+            check=True,
+        )
+
+    def start_redis(self) -> None:
+        port = self.a.redis_port
+        try:
+            redis_cmd(port, "PING")
+            log(f"using the redis-server already on port {port}")
+        except OSError:
+            cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            cmd += ["--appendonly", "no", "--loglevel", "warning", "--maxclients", "20000"]
+            with open(self.logdir / "redis.log", "a") as logf:
+                self.redis_proc = subprocess.Popen(
+                    pin(1, cmd), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            if not port_open(port, 10):
+                raise SystemExit(f"redis-server did not start on port {port}") from None
+        self.redis_pid = int(redis_info(port, "server")["process_id"])
+
+    def setup_db(self) -> None:
+        if self.a.keep_db and psql(f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"):
+            log(f"keeping database {DB_NAME}")
+            if (OUT / "tokens.txt").exists():
+                return
+        else:
+            log(f"fresh database {DB_NAME}")
+            psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            psql(f"CREATE DATABASE {DB_NAME}")
+        env = self.parley_env()
+        py = str(VENV / "bin" / "python")
+        subprocess.run(
+            [py, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+        )
+        subprocess.run(
+            [
+                py,
+                str(HERE / "setup_data.py"),
+                "--users",
+                "5000",
+                "--conversations",
+                "2500",
+                "--out",
+                str(OUT),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+
+    # -- servers
+
+    def start_server(self, name: str) -> subprocess.Popen:
+        kind, port, _, extra = SERVERS[name]
+        if kind == "parley":
+            env = self.parley_env()
+            cmd = [str(VENV / "bin" / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
+            cmd += ["config.asgi:application"]
+            cwd = ROOT
+        else:
+            env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **extra)
+            env["CHAT_REDIS_URL"] = f"redis://127.0.0.1:{self.a.redis_port}/{TUTORIAL_REDIS_DB}"
+            if kind == "daphne":
+                cmd = [str(PEER_VENV / "bin" / "daphne"), "-v", "0", "-b", "127.0.0.1"]
+                cmd += ["-p", str(port), "chatproj.asgi:application"]
+            else:
+                cmd = [str(PEER_VENV / "bin" / "python"), str(PEER / "bare_ws_server.py")]
+                cmd += ["--port", str(port)]
+            cwd = PEER / "chatproj"
+        with open(self.logdir / f"server-{name}.log", "a") as logf:
+            p = subprocess.Popen(
+                pin(0, cmd),
+                cwd=cwd,
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=raise_nofile,
+            )
+        if not port_open(port):
+            stop(p)
+            raise RuntimeError(f"{name} did not open port {port}")
+        return p
+
+    def loadgen(self, name: str, args: list[str], label: str, pids: dict[str, int], timeout: int):
+        kind, _, url, _ = SERVERS[name]
+        cmd = [str(VENV / "bin" / "python"), str(HERE / "ws_load.py"), "--url", url]
+        if kind == "parley":
+            cmd += ["--tokens-file", str(OUT / "tokens.txt")]
+            cmd += ["--conversations-file", str(OUT / "conversations.txt")]
+        else:
+            cmd += ["--protocol", "tutorial"]
+        cmd += ["--timeout", str(timeout), "--label", label, *args]
+        for n, pid in pids.items():
+            cmd += ["--pid", f"{n}={pid}"]
+        if kind == "parley":
+            cmd += ["--comm", "postgres=postgres"]
+        r = subprocess.run(
+            pin(1, cmd),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+            preexec_fn=raise_nofile,
+        )
+        if r.stderr.strip():
+            sys.stderr.write(r.stderr[-3000:])
+        line = next((x for x in r.stdout.splitlines() if x.startswith("{")), None)
+        return json.loads(line) if line else {"label": label, "error": r.stderr[-1000:]}
+
+    def messages_stored(self) -> int:
+        return int(psql("SELECT count(*) FROM chat_message", DB_NAME))
+
+    def one(self, scenario: str, name: str) -> dict:
+        args, quick = SCENARIOS[scenario]
+        args = args + (quick if self.a.quick else [])
+        kind = SERVERS[name][0]
+        label = f"{scenario}|{name}"
+        p = self.start_server(name)
+        try:
+            warm = ["--clients", "20", "--conversations", "10", "--rate", "0"]
+            warm += ["--duration", "2", "--hold", "0", "--drain", "1"]
+            self.loadgen(name, warm, "warmup", {}, 40)
+            if name == "tutorial":  # the core layer keeps state in Redis: start clean
+                subprocess.run(
+                    [
+                        "redis-cli",
+                        "-p",
+                        str(self.a.redis_port),
+                        "-n",
+                        str(TUTORIAL_REDIS_DB),
+                        "FLUSHDB",
+                    ],
+                    capture_output=True,
+                )
+            redis_cmd(self.a.redis_port, "CONFIG", "RESETSTAT")
+            stored0 = self.messages_stored() if kind == "parley" else None
+            pids = {"server": p.pid}
+            if name != "bare":
+                pids["redis"] = self.redis_pid
+            r = self.loadgen(name, args, label, pids, self.a.timeout)
+            r["redis_commands"] = {
+                k: v
+                for k, v in redis_commands(self.a.redis_port).items()
+                if k not in ("config", "info", "select", "flushdb", "ping")
+            }
+            if kind == "parley":
+                r["stored"] = self.messages_stored() - stored0
+            r["server_alive"] = p.poll() is None
+        finally:
+            stop(p)
+        r["uptime_load"] = os.getloadavg()
+        with open(self.results_path, "a") as f:
+            f.write(json.dumps(r) + "\n")
+        self.results.append(r)
+        return r
+
+    def profile(self) -> None:
+        """A Parley saturation run under py-spy (pinned to CPU1, --nonblocking)."""
+        spy = VENV / "bin" / "py-spy"
+        if not spy.exists():
+            log("py-spy not installed in .venv: no profile (.venv/bin/pip install py-spy)")
+            return
+        args, _quick = SCENARIOS["saturation"]
+        args = [*args, "--duration", str(self.a.profile_seconds + 6)]
+        p = self.start_server("parley")
+        raw = OUT / f"profile-parley-saturation-{self.stamp}.txt"
+        try:
+            warm = ["--clients", "20", "--conversations", "10", "--rate", "0", "--duration", "2"]
+            self.loadgen("parley", [*warm, "--hold", "0"], "warmup", {}, 40)
+            _kind, _, url, _ = SERVERS["parley"]
+            cmd = [str(VENV / "bin" / "python"), str(HERE / "ws_load.py"), "--url", url]
+            cmd += ["--tokens-file", str(OUT / "tokens.txt")]
+            cmd += ["--conversations-file", str(OUT / "conversations.txt")]
+            cmd += ["--timeout", str(self.a.timeout), "--label", "profile|parley", *args]
+            lg = subprocess.Popen(
+                pin(1, cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            time.sleep(5)  # connect + join 1,000 sockets first
+            rec = [str(spy), "record", "-p", str(p.pid), "-d", str(self.a.profile_seconds)]
+            rec += ["-r", "100", "-f", "raw", "-o", str(raw), "--nonblocking"]
+            subprocess.run(pin(1, rec), capture_output=True, timeout=self.a.profile_seconds + 60)
+            _out, err = lg.communicate(timeout=self.a.timeout + 30)
+            sys.stderr.write(err[-2000:])
+        finally:
+            stop(p)
+        if raw.exists():
+            summary = fold_summary(raw, 25)
+            (OUT / f"profile-summary-{self.stamp}.txt").write_text(summary)
+            print(summary)
+
+    def run(self) -> int:
+        a = self.a
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        raise_nofile()
+        servers = [s for s in a.servers.split(",") if s]
+        scenarios = [s for s in a.scenarios.split(",") if s]
+        for s in servers:
+            if s not in SERVERS:
+                raise SystemExit(f"unknown server {s}; known: {', '.join(SERVERS)}")
+        for s in scenarios:
+            if s not in SCENARIOS:
+                raise SystemExit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
+        if (os.cpu_count() or 1) < 2:
+            raise SystemExit("needs 2 CPUs: server on CPU0, load generator and Redis on CPU1")
+        if any(s != "parley" for s in servers):
+            self.ensure_peer_venv()
+        log(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+        self.start_redis()
+        try:
+            self.setup_db()
+            t0 = time.monotonic()
+            for scenario in scenarios:
+                for run in range(a.runs):
+                    for name in servers:
+                        if time.monotonic() - t0 > a.budget:
+                            log(f"budget reached, skipping {scenario} {name}")
+                            continue
+                        log(f"{scenario} / {name} (run {run + 1}/{a.runs})")
+                        try:
+                            self.one(scenario, name)
+                        except Exception as exc:
+                            log(f"{scenario} / {name} failed: {exc}")
+                        time.sleep(1)
+            if a.profile:
+                self.profile()
+        finally:
+            if self.redis_proc is not None:
+                stop(self.redis_proc)
+        md = summarize(self.results, quick=a.quick)
+        (OUT / f"summary-{self.stamp}.md").write_text(md)
+        print(md)
+        log(f"results: {self.results_path}")
+        return 0
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _fmt(v, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _median(vals: list) -> float | None:
+    vals = sorted(v for v in vals if isinstance(v, int | float))
+    if not vals:
+        return None
+    n = len(vals)
+    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+
+def summarize(results: list[dict], quick: bool = False) -> str:
+    groups: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
+    for r in results:
+        if "error" in r or "|" not in r.get("label", ""):
+            continue
+        scenario, _, server = r["label"].partition("|")
+        groups[(scenario, server)].append(r)
+
+    def med(scenario, server, fn):
+        return _median([fn(r) for r in groups.get((scenario, server), [])])
+
+    def srv(r, key):
+        return r.get("procs", {}).get("server", {}).get(key)
+
+    def proc(r, name, key):
+        return r.get("procs", {}).get(name, {}).get(key)
+
+    parts = [f"Runs: {len(results)}{' (quick)' if quick else ''}; medians where runs > 1."]
+    servers = sorted({s for _, s in groups}, key=lambda s: list(SERVERS).index(s))
+    for scenario in ("steady", "saturation"):
+        names = [s for s in servers if (scenario, s) in groups]
+        if not names:
+            continue
+        rows = []
+        for s in names:
+            rows.append(
+                [
+                    s,
+                    med(scenario, s, lambda r: r["established"]),
+                    med(scenario, s, lambda r: r["sent"]),
+                    med(scenario, s, lambda r: r.get("stored")),
+                    med(scenario, s, lambda r: r["deliveries_per_s"]),
+                    med(scenario, s, lambda r: r["lat_p50_ms"]),
+                    med(scenario, s, lambda r: r["lat_p95_ms"]),
+                    med(scenario, s, lambda r: r["lat_p99_ms"]),
+                    med(scenario, s, lambda r: r["lat_max_ms"]),
+                    med(scenario, s, lambda r: r["lost"]),
+                    med(scenario, s, lambda r: r["dups"]),
+                    med(scenario, s, lambda r: r["dropped"]),
+                    med(scenario, s, lambda r: r["status_failed"]),
+                    med(scenario, s, lambda r: srv(r, "cpu_util")),
+                    med(scenario, s, lambda r: srv(r, "cpu_us_per_delivery")),
+                    med(scenario, s, lambda r: proc(r, "postgres", "cpu_us_per_delivery")),
+                    med(scenario, s, lambda r: proc(r, "redis", "cpu_us_per_delivery")),
+                    med(scenario, s, lambda r: r["client_cpu_util"]),
+                ]
+            )
+        parts.append(f"\n### {scenario}\n")
+        parts.append(
+            _table(
+                [
+                    "server",
+                    "sockets",
+                    "sent",
+                    "stored",
+                    "deliv/s",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "max ms",
+                    "lost",
+                    "dups",
+                    "dropped",
+                    "failed",
+                    "srv CPU",
+                    "srv us/deliv",
+                    "pg us/deliv",
+                    "redis us/deliv",
+                    "client CPU",
+                ],
+                rows,
+            )
+        )
+        if "parley" in names and len(names) > 1:
+            ratio_rows = []
+            p_tp = med(scenario, "parley", lambda r: r["deliveries_per_s"])
+            p_99 = med(scenario, "parley", lambda r: r["lat_p99_ms"])
+            p_us = med(scenario, "parley", lambda r: srv(r, "cpu_us_per_delivery"))
+            for s in names:
+                if s == "parley":
+                    continue
+                tp = med(scenario, s, lambda r: r["deliveries_per_s"])
+                p99 = med(scenario, s, lambda r: r["lat_p99_ms"])
+                us = med(scenario, s, lambda r: srv(r, "cpu_us_per_delivery"))
+                ratio_rows.append(
+                    [
+                        s,
+                        f"{p_tp / tp:.2f}" if p_tp and tp else "-",
+                        f"{p_99 / p99:.2f}" if p_99 and p99 else "-",
+                        f"{p_us / us:.2f}" if p_us and us else "-",
+                    ]
+                )
+            parts.append(f"\nParley / peer ({scenario}):\n")
+            parts.append(
+                _table(["peer", "deliv/s ratio", "p99 ratio", "server us/deliv ratio"], ratio_rows)
+            )
+    names = [s for s in servers if ("idle", s) in groups]
+    if names:
+        rows = []
+        for s in names:
+            rows.append(
+                [
+                    s,
+                    med("idle", s, lambda r: r["established"]),
+                    med("idle", s, lambda r: r["connect_failed"]),
+                    med("idle", s, lambda r: r["connect_s"]),
+                    med("idle", s, lambda r: r["handshake_p99_ms"]),
+                    med("idle", s, lambda r: r["join_p99_ms"]),
+                    med("idle", s, lambda r: srv(r, "rss_before_mib")),
+                    med("idle", s, lambda r: srv(r, "rss_connected_mib")),
+                    med("idle", s, lambda r: srv(r, "rss_per_conn_kib")),
+                    med("idle", s, lambda r: r["dropped"]),
+                ]
+            )
+        parts.append("\n### idle\n")
+        parts.append(
+            _table(
+                [
+                    "server",
+                    "sockets",
+                    "failed",
+                    "connect s",
+                    "handshake p99 ms",
+                    "join p99 ms",
+                    "RSS before MiB",
+                    "RSS connected MiB",
+                    "KiB/conn",
+                    "dropped",
+                ],
+                rows,
+            )
+        )
+    return "\n".join(parts) + "\n"
+
+
+OWNERS = {
+    "daphne",
+    "twisted",
+    "autobahn",
+    "channels",
+    "channels_redis",
+    "redis",
+    "asgiref",
+    "django",
+    "websockets",
+    "msgpack",
+    "txaio",
+    "zope",
+    "psycopg",
+    "pydantic",
+    "pydantic_core",
+    "markdown",
+    "nh3",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "chat",
+    "config",
+    "accounts",
+    "characters",
+}
+
+
+def _module(frame: str) -> str:
+    m = re.search(r"\(([^()]+?):\d+\)$", frame) or re.search(r"\(([^()]+)\)$", frame)
+    if not m:
+        return "?"
+    path = m.group(1)
+    for marker in ("site-packages/", "/work/main/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return path.split("/")[0].replace(".py", "")
+
+
+def fold_summary(path: Path, top: int = 25) -> str:
+    """Samples by owning package, and the top self and inclusive functions, of a py-spy
+    `-f raw` (collapsed stacks) profile."""
+    owner: collections.Counter = collections.Counter()
+    selfc: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    total = 0
+    with open(path) as f:
+        lines_in = f.read().splitlines()
+    for line in lines_in:
+        stack, _, n = line.rstrip("\n").rpartition(" ")
+        if not stack:
+            continue
+        n = int(n)
+        total += n
+        frames = stack.split(";")
+        thread = "worker-thread" if any("concurrent/futures" in f for f in frames) else "loop"
+        o = next((m for m in map(_module, reversed(frames)) if m in OWNERS), None)
+        owner[f"{thread}:{o or 'stdlib:' + _module(frames[-1])}"] += n
+        selfc[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    lines = [f"total samples: {total}", "", "== samples by owner (innermost known package)"]
+    lines += [f"{100 * v / total:5.1f}%  {k}" for k, v in owner.most_common(top)]
+    lines += ["", "== self time, top leaf functions"]
+    lines += [f"{100 * v / total:5.1f}%  {k}" for k, v in selfc.most_common(top)]
+    lines += ["", "== inclusive time, top functions"]
+    lines += [f"{100 * v / total:5.1f}%  {k}" for k, v in incl.most_common(top + 20)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--servers", default="parley,tutorial,tutorial-pubsub,bare")
+    ap.add_argument("--scenarios", default="steady,saturation,idle")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="short runs while iterating")
+    ap.add_argument("--profile", action="store_true", help="also profile Parley with py-spy")
+    ap.add_argument("--profile-seconds", type=int, default=20)
+    ap.add_argument("--keep-db", action="store_true", help="reuse parley_bench if it exists")
+    ap.add_argument("--redis-port", type=int, default=6398)
+    ap.add_argument("--timeout", type=int, default=180, help="hard limit per load run, s")
+    ap.add_argument("--budget", type=int, default=3600, help="start no run after this, s")
+    ap.add_argument("--summarize", metavar="JSONL", help="print the summary of a results file")
+    ap.add_argument("--fold-summary", metavar="RAW", help="summarise a py-spy raw profile")
+    a = ap.parse_args(argv)
+    if a.summarize:
+        with open(a.summarize) as f:
+            print(summarize([json.loads(x) for x in f if x.strip()]))
+        return 0
+    if a.fold_summary:
+        print(fold_summary(Path(a.fold_summary)))
+        return 0
+    return Bench(a).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
