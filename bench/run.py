@@ -166,6 +166,33 @@ def raise_nofile() -> None:
             continue
 
 
+def machine_busy(seconds: float = 2.0) -> float:
+    """Busy CPUs (0..nproc) of the whole machine over `seconds`, from /proc/stat."""
+
+    def busy() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:8]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)
+
+    b0, t0 = busy()
+    time.sleep(seconds)
+    b1, t1 = busy()
+    return (os.cpu_count() or 1) * (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.25) -> float:
+    """Wait up to limit_s for the machine to be quiet (other engineers' tests share it)."""
+    t0 = time.monotonic()
+    while True:
+        b = machine_busy()
+        if b < threshold or time.monotonic() - t0 > limit_s:
+            if b >= threshold:
+                log(f"machine still busy ({b:.2f} CPUs) after {limit_s:.0f}s: running anyway")
+            return b
+        log(f"machine busy ({b:.2f} CPUs): waiting")
+        time.sleep(3)
+
+
 def psql(sql: str, db: str = "postgres") -> str:
     r = subprocess.run(
         ["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
@@ -215,6 +242,9 @@ class Bench:
             DJANGO_SETTINGS_MODULE="config.settings",
             PYTHONDONTWRITEBYTECODE="1",
         )
+        for spec in self.a.parley_env:  # experiments: --parley-env KEY=VALUE
+            key, _, value = spec.partition("=")
+            env[key] = value
         return env
 
     def ensure_peer_venv(self) -> None:
@@ -358,7 +388,8 @@ class Bench:
         args, quick = SCENARIOS[scenario]
         args = args + (quick if self.a.quick else [])
         kind = SERVERS[name][0]
-        label = f"{scenario}|{name}"
+        label = f"{scenario}|{name}{self.a.tag if name == 'parley' else ''}"
+        busy_before = wait_quiet(self.a.wait_quiet) if self.a.wait_quiet else machine_busy(1)
         p = self.start_server(name)
         try:
             warm = ["--clients", "20", "--conversations", "10", "--rate", "0"]
@@ -393,6 +424,7 @@ class Bench:
         finally:
             stop(p)
         r["uptime_load"] = os.getloadavg()
+        r["machine_busy_before"] = round(busy_before, 2)
         with open(self.results_path, "a") as f:
             f.write(json.dumps(r) + "\n")
         self.results.append(r)
@@ -407,7 +439,8 @@ class Bench:
         args, _quick = SCENARIOS["saturation"]
         args = [*args, "--duration", str(self.a.profile_seconds + 6)]
         p = self.start_server("parley")
-        raw = OUT / f"profile-parley-saturation-{self.stamp}.txt"
+        gil = "-gil" if self.a.profile_gil else ""
+        raw = OUT / f"profile-parley-saturation{gil}-{self.stamp}.txt"
         try:
             warm = ["--clients", "20", "--conversations", "10", "--rate", "0", "--duration", "2"]
             self.loadgen("parley", [*warm, "--hold", "0"], "warmup", {}, 40)
@@ -419,9 +452,14 @@ class Bench:
             lg = subprocess.Popen(
                 pin(1, cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            time.sleep(5)  # connect + join 1,000 sockets first
+            for line in lg.stderr:  # profile the send window, not the connect phase
+                if line.startswith("# sending"):
+                    break
+            time.sleep(2)
             rec = [str(spy), "record", "-p", str(p.pid), "-d", str(self.a.profile_seconds)]
             rec += ["-r", "100", "-f", "raw", "-o", str(raw), "--nonblocking"]
+            if self.a.profile_gil:  # on-CPU only: samples of the thread holding the GIL
+                rec.append("--gil")
             subprocess.run(pin(1, rec), capture_output=True, timeout=self.a.profile_seconds + 60)
             _out, err = lg.communicate(timeout=self.a.timeout + 30)
             sys.stderr.write(err[-2000:])
@@ -429,7 +467,7 @@ class Bench:
             stop(p)
         if raw.exists():
             summary = fold_summary(raw, 25)
-            (OUT / f"profile-summary-{self.stamp}.txt").write_text(summary)
+            (OUT / f"profile-summary{gil}-{self.stamp}.txt").write_text(summary)
             print(summary)
 
     def run(self) -> int:
@@ -521,7 +559,8 @@ def summarize(results: list[dict], quick: bool = False) -> str:
         return r.get("procs", {}).get(name, {}).get(key)
 
     parts = [f"Runs: {len(results)}{' (quick)' if quick else ''}; medians where runs > 1."]
-    servers = sorted({s for _, s in groups}, key=lambda s: list(SERVERS).index(s))
+    order = list(SERVERS)
+    servers = sorted({s for _, s in groups}, key=lambda s: (order.index(s.split("[")[0]), s))
     for scenario in ("steady", "saturation"):
         names = [s for s in servers if (scenario, s) in groups]
         if not names:
@@ -548,6 +587,7 @@ def summarize(results: list[dict], quick: bool = False) -> str:
                     med(scenario, s, lambda r: proc(r, "postgres", "cpu_us_per_delivery")),
                     med(scenario, s, lambda r: proc(r, "redis", "cpu_us_per_delivery")),
                     med(scenario, s, lambda r: r["client_cpu_util"]),
+                    med(scenario, s, lambda r: proc(r, "machine", "other_cpu_util")),
                 ]
             )
         parts.append(f"\n### {scenario}\n")
@@ -572,32 +612,34 @@ def summarize(results: list[dict], quick: bool = False) -> str:
                     "pg us/deliv",
                     "redis us/deliv",
                     "client CPU",
+                    "other CPU",
                 ],
                 rows,
             )
         )
-        if "parley" in names and len(names) > 1:
+        ours = [s for s in names if s.startswith("parley")]
+        peers = [s for s in names if not s.startswith("parley")]
+        if ours and peers:
             ratio_rows = []
-            p_tp = med(scenario, "parley", lambda r: r["deliveries_per_s"])
-            p_99 = med(scenario, "parley", lambda r: r["lat_p99_ms"])
-            p_us = med(scenario, "parley", lambda r: srv(r, "cpu_us_per_delivery"))
-            for s in names:
-                if s == "parley":
-                    continue
-                tp = med(scenario, s, lambda r: r["deliveries_per_s"])
-                p99 = med(scenario, s, lambda r: r["lat_p99_ms"])
-                us = med(scenario, s, lambda r: srv(r, "cpu_us_per_delivery"))
-                ratio_rows.append(
-                    [
-                        s,
-                        f"{p_tp / tp:.2f}" if p_tp and tp else "-",
-                        f"{p_99 / p99:.2f}" if p_99 and p99 else "-",
-                        f"{p_us / us:.2f}" if p_us and us else "-",
-                    ]
-                )
-            parts.append(f"\nParley / peer ({scenario}):\n")
+            for mine in ours:
+                p_tp = med(scenario, mine, lambda r: r["deliveries_per_s"])
+                p_99 = med(scenario, mine, lambda r: r["lat_p99_ms"])
+                p_us = med(scenario, mine, lambda r: srv(r, "cpu_us_per_delivery"))
+                for s in peers:
+                    tp = med(scenario, s, lambda r: r["deliveries_per_s"])
+                    p99 = med(scenario, s, lambda r: r["lat_p99_ms"])
+                    us = med(scenario, s, lambda r: srv(r, "cpu_us_per_delivery"))
+                    ratio_rows.append(
+                        [
+                            f"{mine} / {s}",
+                            f"{p_tp / tp:.2f}" if p_tp and tp else "-",
+                            f"{p_99 / p99:.2f}" if p_99 and p99 else "-",
+                            f"{p_us / us:.2f}" if p_us and us else "-",
+                        ]
+                    )
+            parts.append(f"\nRatios, Parley / peer ({scenario}):\n")
             parts.append(
-                _table(["peer", "deliv/s ratio", "p99 ratio", "server us/deliv ratio"], ratio_rows)
+                _table(["pair", "deliv/s ratio", "p99 ratio", "server us/deliv ratio"], ratio_rows)
             )
     names = [s for s in servers if ("idle", s) in groups]
     if names:
@@ -714,7 +756,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="short runs while iterating")
     ap.add_argument("--profile", action="store_true", help="also profile Parley with py-spy")
+    ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil (on-CPU only)")
     ap.add_argument("--profile-seconds", type=int, default=20)
+    ap.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for quiet")
+    ap.add_argument("--parley-env", action="append", default=[], help="KEY=VALUE for Parley")
+    ap.add_argument("--tag", default="", help="label suffix for Parley runs, e.g. [variant]")
     ap.add_argument("--keep-db", action="store_true", help="reuse parley_bench if it exists")
     ap.add_argument("--redis-port", type=int, default=6398)
     ap.add_argument("--timeout", type=int, default=180, help="hard limit per load run, s")

@@ -101,6 +101,14 @@ def _pids_by_comm(comm: str) -> list[int]:
     return pids
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs, /proc/stat), for noise checks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 class ProcWatch:
     """RSS and CPU of named processes: --pid NAME=PID (one process, threads included) and
     --comm NAME=COMM (every process of that name, summed, reaped children included: e.g.
@@ -122,6 +130,7 @@ class ProcWatch:
                 if s:
                     rss, cpu, n = rss + s[0], cpu + s[1], n + 1
             out[name] = {"rss_kib": rss, "cpu_s": cpu, "procs": n}
+        out["machine"] = {"cpu_s": machine_busy_s()}
         return out
 
 
@@ -168,6 +177,7 @@ class Load:
         self.sched_lag_ms: list[float] = []
         # receiving
         self.lat_ns: list[int] = []
+        self.recv_ns: list[int] = []  # receipt time of each latency sample
         self.delivered = 0  # unique deliveries
         self.in_window = 0  # unique deliveries received before the send window closed
         self.dups = 0
@@ -241,6 +251,7 @@ class Load:
         loads = json.loads
         parley = self.parley
         lat = self.lat_ns
+        rtimes = self.recv_ns
         remaining = self.remaining
         futs = self.futs
         buckets = self.buckets
@@ -288,6 +299,7 @@ class Load:
                 b = (now - self.go_ns) // 1_000_000_000
                 buckets[b] = buckets.get(b, 0) + 1
                 lat.append(now - ts)
+                rtimes.append(now)
                 remaining[key] = left - 1
                 if left <= 1:
                     fut = futs.pop(key, None)
@@ -438,6 +450,9 @@ class Load:
         self.go_ns = int(go * 1e9)
         self.stop_ns = int(stop * 1e9)
         await asyncio.sleep(max(0.0, go - time.monotonic()))
+        if senders:
+            print(f"# sending: {len(senders)} senders, {len(self.ready)} sockets", file=sys.stderr)
+            sys.stderr.flush()
         cpu_c0 = time.process_time()
         s_go = watch.sample()
         timed_out = False
@@ -465,6 +480,10 @@ class Load:
             connect_s, window_s, timed_out, s_before, s_idle, s_go, s_stop, s_end, senders
         )
         res["client_cpu_util"] = r2((cpu_c1 - cpu_c0) / window_s) if senders else None
+        machine = res["procs"].get("machine")
+        if machine:  # busy CPU not explained by the sampled processes: other people's work
+            known = sum(v.get("cpu_util") or 0 for k, v in res["procs"].items() if k != "machine")
+            machine["other_cpu_util"] = r2(machine["cpu_util"] - known - res["client_cpu_util"])
         await self.close_all()
         return res
 
@@ -494,6 +513,11 @@ class Load:
         procs = {}
         for name in s_before:
             b, i, g, st, e = (x.get(name, {}) for x in (s_before, s_idle, s_go, s_stop, s_end))
+            if name == "machine":
+                if g and st and senders:
+                    p = {"cpu_util": r2((st["cpu_s"] - g["cpu_s"]) / window_s)}
+                    procs[name] = p
+                continue
             p = {
                 "rss_before_mib": r2(b.get("rss_kib", 0) / 1024, 1) if b else None,
                 "rss_connected_mib": r2(i.get("rss_kib", 0) / 1024, 1) if i else None,
@@ -508,6 +532,14 @@ class Load:
                 p["cpu_us_per_delivery"] = r2(cpu * 1e6 / max(1, self.in_window), 1)
             procs[name] = p
         buckets = [self.buckets.get(k, 0) for k in range(int(window_s))]
+        # latency over time, in 10 s slices of the send window: steady queueing or stalls?
+        slices: dict[int, list[float]] = {}
+        for t, v in zip(self.recv_ns, self.lat_ns, strict=True):
+            slices.setdefault(max(0, (t - self.go_ns) // 10_000_000_000), []).append(v / 1e6)
+        lat_slices = []
+        for k in sorted(slices):
+            v = sorted(slices[k])
+            lat_slices.append([k * 10, len(v), r2(pct(v, 50)), r2(pct(v, 99)), r2(v[-1])])
         return {
             "label": cfg.label,
             "protocol": cfg.protocol,
@@ -556,6 +588,7 @@ class Load:
             "lat_p99_ms": r2(pct(lat, 99)),
             "lat_max_ms": r2(lat[-1]) if lat else None,
             "sched_lag_p99_ms": r2(pct(lag, 99)),
+            "lat_by_10s": lat_slices,  # [start s, n, p50, p99, max]
             "timed_out": timed_out,
             "procs": procs,
         }

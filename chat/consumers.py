@@ -17,6 +17,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from chat import inbound, selectors, services
 from chat.auth import CLOSE_UNAUTHENTICATED, seconds_left
@@ -41,6 +42,18 @@ logger = logging.getLogger(__name__)
 # What sending on a socket that is already closing raises: daphne's (autobahn's) own
 # error, or the OSError subclass the ASGI spec asks of other servers.
 SOCKET_GONE = (Disconnected, OSError)
+
+
+def _echoable(value: object) -> str | None:
+    """`value` if it can be echoed back in a frame (a string that is valid UTF-8, so
+    not one with a lone surrogate from a `\\ud800` escape), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -120,11 +133,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "bad_request", "A frame must be a JSON object with a string `type`."
             )
         frame_type = content["type"]
-        client_id = content.get("client_id") if isinstance(content.get("client_id"), str) else None
+        client_id = _echoable(content.get("client_id"))
         schema = inbound.INBOUND.get(frame_type)
         if schema is None:
             return await self.send_error(
-                "unknown_type", f"Unknown frame type {frame_type[:64]!r}.", ref=frame_type[:64]
+                "unknown_type",
+                f"Unknown frame type {frame_type[:64]!r}.",
+                ref=_echoable(frame_type[:64]),
+                client_id=client_id,
             )
         try:
             frame = schema.model_validate(content)
@@ -162,7 +178,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_error(error.code, error.message, ref=frame_type, client_id=client_id)
 
     async def on_ping(self, frame: inbound.Ping) -> None:
-        await self.send_frame(Pong(t=frame.t))
+        try:
+            text = Pong(t=frame.t).to_text()
+        except PydanticSerializationError as exc:
+            raise ApplicationError("bad_request", "`t` cannot be echoed back.") from exc
+        await self.send(text_data=text)
 
     async def on_join(self, frame: inbound.ConversationJoin) -> None:
         conversation_id = frame.conversation

@@ -1,7 +1,8 @@
 """Real server processes for the slow tests (tests/test_processes.py, tests/test_newcomer.py).
 
-- `ScratchDatabase`: a PostgreSQL database of its own, which server processes can see
-  (pytest-django's test database lives inside the pytest process's transactions).
+- `ScratchDatabase`: a PostgreSQL database of its own for the server processes
+  (pytest-django's test database is emptied between tests, and a non-transactional
+  test's rows are never committed where another process could see them).
 - `start_daphne` / `Server`: a daphne process on a free port, its output in files.
 - `Client`: a real `websockets` client speaking the Parley protocol.
 - `django_command`: run Django code in a separate process against a given environment;
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,20 +42,16 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 5) -> None:
     """SIGTERM the process group the process leads (started with start_new_session),
     SIGKILL whatever is left after `timeout` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             continue
         if sig == signal.SIGTERM:
             # The leader is gone; make sure no child of it outlives it.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return
 
 
@@ -143,8 +142,8 @@ def django_command(env: dict[str, str], *args: str, timeout: float = 60) -> Any:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-async def adjango_command(env: dict[str, str], *args: str, timeout: float = 60) -> Any:
-    return await asyncio.to_thread(django_command, env, *args, timeout=timeout)
+async def adjango_command(env: dict[str, str], *args: str) -> Any:
+    return await asyncio.to_thread(django_command, env, *args)
 
 
 # --- Servers
@@ -252,19 +251,19 @@ class Client:
     async def send(self, **frame: Any) -> None:
         await self.ws.send(json.dumps(frame))
 
-    async def recv(self, timeout: float = 10) -> dict:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+    async def recv(self, seconds: float = 10) -> dict:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), seconds))
 
-    async def expect(self, frame_type: str, timeout: float = 10, **match: Any) -> dict:
+    async def expect(self, frame_type: str, seconds: float = 10, **match: Any) -> dict:
         """The next frame of this type (and with these field values), skipping others."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + seconds
         while True:
             left = deadline - asyncio.get_running_loop().time()
             try:
-                frame = await self.recv(timeout=max(left, 0))
+                frame = await self.recv(max(left, 0))
             except TimeoutError:
                 raise AssertionError(
-                    f"{self.label}: no {frame_type} {match or ''} within {timeout} s; "
+                    f"{self.label}: no {frame_type} {match or ''} within {seconds} s; "
                     f"got meanwhile: {self.skipped[-10:]}"
                 ) from None
             if frame.get("type") == frame_type and all(frame.get(k) == v for k, v in match.items()):
@@ -275,24 +274,78 @@ class Client:
         await self.send(type="conversation:join", conversation=conversation, **extra)
         return await self.expect("conversation:joined")
 
-    async def close_code(self, timeout: float) -> int | None:
+    async def close_code(self, seconds: float) -> int | None:
         """Wait for the server to close the socket (reading what comes before); its code."""
         from websockets.exceptions import ConnectionClosed
 
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 while True:
                     self.skipped.append(json.loads(await self.ws.recv()))
         except ConnectionClosed:
             pass
         except TimeoutError:
             raise AssertionError(
-                f"{self.label}: still open after {timeout} s; got {self.skipped[-10:]}"
+                f"{self.label}: still open after {seconds} s; got {self.skipped[-10:]}"
             ) from None
         return self.ws.close_code
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+# --- HTML forms, as a browser submits them
+
+
+class _FormFields(HTMLParser):
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id = form_id
+        self.inside = False
+        self.fields: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        if not self.inside or (not a.get("name") and tag != "option"):
+            return
+        if tag == "input":
+            kind = a.get("type", "text")
+            if kind in {"submit", "button", "file", "image", "reset"}:
+                return
+            if kind in {"checkbox", "radio"} and "checked" not in a:
+                return
+            self.fields.append((a["name"], a.get("value", "on" if kind == "checkbox" else "")))
+        elif tag == "select":
+            self._select = a["name"]
+        elif tag == "option" and self._select is not None and "selected" in a:
+            self.fields.append((self._select, a.get("value", "")))
+        elif tag == "textarea":
+            self._textarea = a["name"]
+            self.fields.append((a["name"], ""))
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            name, text = self.fields.pop()
+            self.fields.append((name, text + data))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+
+def form_fields(html: str, form_id: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs a browser would submit for the form with this id."""
+    parser = _FormFields(form_id)
+    parser.feed(html)
+    return parser.fields
 
 
 # --- Commands run in a separate Django process: python -m tests.servers COMMAND ARGS
@@ -315,6 +368,12 @@ def _cmd_users(*usernames: str) -> list[dict]:
     ]
 
 
+def _cmd_superuser(username: str, password: str) -> dict:
+    from accounts.models import User
+
+    return {"id": User.objects.create_superuser(username, password=password).pk}
+
+
 def _cmd_deactivate(username: str) -> dict:
     """Deactivate as the admin does: a model save, so the post_save signal fires."""
     from accounts.models import User
@@ -325,7 +384,7 @@ def _cmd_deactivate(username: str) -> dict:
     return {"id": user.pk, "is_active": user.is_active}
 
 
-_COMMANDS = {"users": _cmd_users, "deactivate": _cmd_deactivate}
+_COMMANDS = {"users": _cmd_users, "superuser": _cmd_superuser, "deactivate": _cmd_deactivate}
 
 
 if __name__ == "__main__":

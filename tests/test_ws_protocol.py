@@ -4,14 +4,19 @@ the database and the channel layer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from chat import services
+from chat.broadcast import conversation_group
 from chat.models import Message
 from tests.conftest import WS_TIMEOUT, ws_session
 
@@ -112,6 +117,30 @@ async def frames_until_pong(ws) -> list[dict]:
 
 async def quiet(ws) -> bool:
     return await ws.receive_nothing(timeout=QUIET_S)
+
+
+@asynccontextmanager
+async def published(conversation_id: int) -> AsyncIterator[Callable[[], Awaitable[list[dict]]]]:
+    """Listen on the channel layer itself, below the sockets' own de-duplication:
+    yields `drain()`, which returns every event published to the conversation
+    (it waits until nothing arrives for QUIET_S; call it once, at the end)."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = conversation_group(conversation_id)
+    await layer.group_add(group, channel)
+
+    async def drain() -> list[dict]:
+        events = []
+        while True:
+            try:
+                events.append(await asyncio.wait_for(layer.receive(channel), QUIET_S))
+            except TimeoutError:
+                return events
+
+    try:
+        yield drain
+    finally:
+        await layer.group_discard(group, channel)
 
 
 async def character_conversation(ws) -> int:
@@ -321,7 +350,11 @@ async def test_html_is_sanitized_markdown(alice, character, text, present, absen
 
 async def test_retry_with_the_same_client_id_stores_and_broadcasts_once(alice, bob):
     conversation_id = await make_group(alice, bob)
-    async with ws_session(alice) as (sender, _), ws_session(bob) as (receiver, _):
+    async with (
+        ws_session(alice) as (sender, _),
+        ws_session(bob) as (receiver, _),
+        published(conversation_id) as drain_published,
+    ):
         await join(sender, conversation=conversation_id)
         await join(receiver, conversation=conversation_id)
         await send(sender, conversation_id, "retry-me", "once only")
@@ -331,6 +364,7 @@ async def test_retry_with_the_same_client_id_stores_and_broadcasts_once(alice, b
         second = await receive(sender, "message:status")
         assert await quiet(sender)
         assert await quiet(receiver)
+        assert [event["seq"] for event in await drain_published()] == [1]
     assert second["status"] == "sent"
     assert (second["message_id"], second["seq"]) == (first["message_id"], first["seq"])
     assert await stored(conversation_id) == [(1, "once only")]
@@ -353,7 +387,7 @@ async def test_same_client_id_in_another_conversation_is_a_new_message(alice, bo
     "text",
     [
         "family 👨‍👩‍👧‍👦 and clef 𝄞 and 🏳️‍🌈",
-        "\u200fשלום\u200f mixed with العربية \u202bembedded\u202c",
+        "\u200fשלום\u200f mixed with العربية \u202bembedded\u202c",  # noqa: RUF001
         "zero\u200dwidth\u200cjoiners\ufeff and e\u0301 combining",
     ],
     ids=["emoji", "rtl", "zero-width"],
@@ -442,6 +476,8 @@ BAD_FRAMES = {
     "missing-type": ('{"conversation": 1}', "bad_request"),
     "type-not-a-string": ('{"type": 5}', "bad_request"),
     "lone-surrogate-type": ('{"type": "\\ud800"}', "unknown_type"),
+    "ping-t-lone-surrogate": ('{"type": "ping", "t": "\\udfff"}', "bad_request"),
+    "ping-t-nested-300-deep": ('{"type": "ping", "t": ' + nested(300) + "}", "bad_request"),
     "join-without-target": ('{"type": "conversation:join"}', "bad_request"),
     "join-conversation-as-string": (
         '{"type": "conversation:join", "conversation": "5"}',
@@ -602,8 +638,10 @@ async def test_a_rolled_back_post_broadcasts_nothing(alice, character):
 
     async with ws_session(alice) as (ws, _):
         conversation_id = await character_conversation(ws)
-        await post_then_roll_back(conversation_id)
-        assert await quiet(ws)
+        async with published(conversation_id) as drain_published:
+            await post_then_roll_back(conversation_id)
+            assert await quiet(ws)
+            assert await drain_published() == []
         assert await stored() == [(1, "Hello, tester here.")]
         await post(alice, conversation_id, "kept")
         received = await receive(ws, "message:receive")

@@ -1,0 +1,1 @@
+"""The LLM provider boundary: everything Parley knows about model APIs lives here."""
