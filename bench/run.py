@@ -224,6 +224,8 @@ class Bench:
         self.redis_proc: subprocess.Popen | None = None
         self.redis_pid: int | None = None
         self.results: list[dict] = []
+        self.src = ROOT
+        self.source: dict = {}
 
     # -- environment
 
@@ -276,6 +278,42 @@ class Bench:
             check=True,
         )
 
+    def snapshot(self) -> None:
+        """Freeze the code under test: other engineers edit /work/main while we measure.
+        --source HEAD: the last commit; worktree: tracked and untracked (not ignored) files
+        as they are now; live: /work/main itself."""
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        head = head.stdout.strip()
+        status = subprocess.run([*git, "status", "--short"], capture_output=True, text=True)
+        dirty = [x for x in status.stdout.splitlines() if not x[3:].startswith("bench/")]
+        mode = self.a.source
+        self.source = {"mode": mode, "commit": head, "dirty_files": len(dirty)}
+        if mode == "live":
+            self.src = ROOT
+            return
+        if mode == "HEAD":
+            self.source["dirty_files"] = 0
+            dest = OUT / f"src-{head[:12]}"
+            if not dest.exists():
+                tmp = OUT / f"src-tmp-{self.stamp}"
+                tmp.mkdir(parents=True)
+                archive = subprocess.run([*git, "archive", "HEAD"], capture_output=True, check=True)
+                subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+                tmp.rename(dest)
+        else:
+            dest = OUT / f"src-worktree-{self.stamp}"
+            listed = subprocess.run(
+                [*git, "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True
+            ).stdout.decode()
+            for rel in filter(None, listed.split("\0")):
+                if rel.startswith("bench/") or not (ROOT / rel).is_file():
+                    continue
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, dest / rel)
+        self.src = dest
+        log(f"code under test: {mode} {head[:12]} ({len(dirty)} files dirty), copy in {dest}")
+
     def start_redis(self) -> None:
         port = self.a.redis_port
         try:
@@ -304,7 +342,7 @@ class Bench:
         env = self.parley_env()
         py = str(VENV / "bin" / "python")
         subprocess.run(
-            [py, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+            [py, "manage.py", "migrate", "--noinput", "-v0"], cwd=self.src, env=env, check=True
         )
         subprocess.run(
             [
@@ -316,8 +354,10 @@ class Bench:
                 "2500",
                 "--out",
                 str(OUT),
+                "--root",
+                str(self.src),
             ],
-            cwd=ROOT,
+            cwd=self.src,
             env=env,
             check=True,
         )
@@ -330,7 +370,7 @@ class Bench:
             env = self.parley_env()
             cmd = [str(VENV / "bin" / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
             cmd += ["config.asgi:application"]
-            cwd = ROOT
+            cwd = self.src
         else:
             env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **extra)
             env["CHAT_REDIS_URL"] = f"redis://127.0.0.1:{self.a.redis_port}/{TUTORIAL_REDIS_DB}"
@@ -368,7 +408,7 @@ class Bench:
         for n, pid in pids.items():
             cmd += ["--pid", f"{n}={pid}"]
         if kind == "parley":
-            cmd += ["--comm", "postgres=postgres"]
+            cmd += ["--pg-db", DB_NAME, "--pg-dsn", f"{PG}/postgres"]
         r = subprocess.run(
             pin(1, cmd),
             capture_output=True,
@@ -423,6 +463,7 @@ class Bench:
             r["server_alive"] = p.poll() is None
         finally:
             stop(p)
+        r["source"] = self.source if kind == "parley" else None
         r["uptime_load"] = os.getloadavg()
         r["machine_busy_before"] = round(busy_before, 2)
         with open(self.results_path, "a") as f:
@@ -488,6 +529,7 @@ class Bench:
         if any(s != "parley" for s in servers):
             self.ensure_peer_venv()
         log(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+        self.snapshot()
         self.start_redis()
         try:
             self.setup_db()
@@ -761,6 +803,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for quiet")
     ap.add_argument("--parley-env", action="append", default=[], help="KEY=VALUE for Parley")
     ap.add_argument("--tag", default="", help="label suffix for Parley runs, e.g. [variant]")
+    ap.add_argument(
+        "--source",
+        choices=["worktree", "HEAD", "live"],
+        default="worktree",
+        help="code under test: a copy of the work tree (default), of HEAD, or /work/main",
+    )
     ap.add_argument("--keep-db", action="store_true", help="reuse parley_bench if it exists")
     ap.add_argument("--redis-port", type=int, default=6398)
     ap.add_argument("--timeout", type=int, default=180, help="hard limit per load run, s")

@@ -36,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-hours", type=float, default=2.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--prefix", default="bench-")
+    ap.add_argument("--root", default=str(ROOT), help="the Parley source tree to import")
     a = ap.parse_args(argv)
     if a.users < MEMBERS * a.conversations:
         ap.error(f"--users must be at least {MEMBERS} x --conversations")
 
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, a.root)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 

@@ -109,17 +109,74 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
-class ProcWatch:
-    """RSS and CPU of named processes: --pid NAME=PID (one process, threads included) and
-    --comm NAME=COMM (every process of that name, summed, reaped children included: e.g.
-    all PostgreSQL backends, also those that exited during the run)."""
+class PgBackends:
+    """CPU and RSS of the PostgreSQL backends serving one database (--pg-db), polled every
+    0.5 s from pg_stat_activity, so that backends replaced during the run (CONN_MAX_AGE)
+    still count, and other databases' backends (other people's tests) do not."""
 
-    def __init__(self, pids: dict[str, int], comms: dict[str, str]) -> None:
+    def __init__(self, dsn: str, db: str) -> None:
+        import threading
+
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.db = db
+        self.cpu: dict[int, float] = {}  # pid -> last seen CPU seconds
+        self.rss: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.poll()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def poll(self) -> None:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [self.db],
+        ).fetchall()
+        live = set()
+        for (pid,) in rows:
+            s = _stat(pid, children=False)
+            if s:
+                with self.lock:
+                    self.rss[pid], self.cpu[pid] = s
+                live.add(pid)
+        with self.lock:
+            for pid in list(self.rss):
+                if pid not in live:
+                    self.rss.pop(pid)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                self.poll()
+            except Exception:
+                return
+
+    def sample(self) -> dict:
+        with contextlib.suppress(Exception):
+            self.poll()
+        with self.lock:
+            return {
+                "rss_kib": sum(self.rss.values()),
+                "cpu_s": sum(self.cpu.values()),
+                "procs": len(self.rss),
+            }
+
+
+class ProcWatch:
+    """RSS and CPU of named processes: --pid NAME=PID (one process, threads included),
+    --comm NAME=COMM (every process of that name, summed, reaped children included) and
+    --pg-db (the PostgreSQL backends of one database)."""
+
+    def __init__(self, pids: dict[str, int], comms: dict[str, str], pg=None) -> None:
         self.pids = pids
         self.comms = comms
+        self.pg = pg
 
     def sample(self) -> dict[str, dict]:
         out = {}
+        if self.pg is not None:
+            out["postgres"] = self.pg.sample()
         for name, pid in self.pids.items():
             s = _stat(pid, children=False)
             out[name] = {"rss_kib": s[0], "cpu_s": s[1]} if s else {}
@@ -618,6 +675,8 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--timeout", type=float, default=180.0, help="hard limit, seconds")
     ap.add_argument("--pid", action="append", default=[], help="NAME=PID to sample (repeat)")
     ap.add_argument("--comm", action="append", default=[], help="NAME=COMM: all such processes")
+    ap.add_argument("--pg-db", help="also sample the PostgreSQL backends of this database")
+    ap.add_argument("--pg-dsn", default="postgres://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     ap.add_argument("--label", default="")
     ap.add_argument("--json-out", help="append the JSON result line to this file")
@@ -672,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in cfg.comm:
         name, _, comm = spec.partition("=")
         comms[name or comm] = comm
-    watch = ProcWatch(pids, comms)
+    pg = PgBackends(cfg.pg_dsn, cfg.pg_db) if cfg.pg_db else None
+    watch = ProcWatch(pids, comms, pg)
     load = Load(cfg, tokens, conv_ids)
 
     use_uvloop = cfg.loop == "uvloop"

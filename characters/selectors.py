@@ -9,3 +9,9 @@ def character_list_public() -> QuerySet[Character]:
 
 def character_get_public(*, slug: str) -> Character | None:
     return Character.objects.filter(slug=slug, is_public=True).first()
+
+
+def character_get_visible(*, slug: str, user) -> Character | None:
+    """Staff see every character (drafts included), everyone else the public ones."""
+    qs = Character.objects.all() if user.is_staff else Character.objects.filter(is_public=True)
+    return qs.filter(slug=slug).first()

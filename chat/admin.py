@@ -29,3 +29,7 @@ class MessageAdmin(admin.ModelAdmin):
     # seq and text are history: staff hide or delete, they do not rewrite.
     readonly_fields = ("conversation", "seq", "client_id", "html", "created_at")
     list_select_related = ("conversation",)
+
+
+# Feedback and reply accounting (chat/admin_feedback.py).
+from chat import admin_feedback  # noqa: E402, F401

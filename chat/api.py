@@ -20,13 +20,24 @@ class ConversationCreateIn(serializers.Serializer):
     members = serializers.ListField(
         child=serializers.CharField(max_length=150), required=False, max_length=100
     )
+    characters = serializers.ListField(
+        child=serializers.SlugField(max_length=64),
+        required=False,
+        max_length=20,
+        help_text="Characters taking part in a group; they answer when @mentioned or replied to.",
+    )
 
     def validate(self, attrs):
-        if ("character" in attrs) == ("title" in attrs or "members" in attrs):
+        group = "title" in attrs or "members" in attrs or "characters" in attrs
+        if ("character" in attrs) == group:
             raise serializers.ValidationError(
                 "Give either `character`, or `title` and `members` for a group."
             )
         return attrs
+
+
+class CharacterAddIn(serializers.Serializer):
+    character = serializers.SlugField(max_length=64)
 
 
 class HistoryQuery(serializers.Serializer):
@@ -73,6 +84,7 @@ class ConversationListCreate(APIView):
                 creator=request.user,
                 title=data.validated_data.get("title", ""),
                 member_usernames=data.validated_data.get("members", []),
+                character_slugs=data.validated_data.get("characters", []),
             )
             created = True
         body = selectors.conversation_get(user_id=request.user.pk, conversation_id=conversation.pk)
@@ -125,3 +137,17 @@ class ConversationMessages(APIView):
             _dump(message_out(result.message)),
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
+
+
+class ConversationCharacters(APIView):
+    @extend_schema(request=CharacterAddIn, responses={200: ConversationOut})
+    def post(self, request, conversation_id: int):
+        data = CharacterAddIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.conversation_add_character(
+            user=request.user,
+            conversation_id=conversation_id,
+            slug=data.validated_data["character"],
+        )
+        body = selectors.conversation_get(user_id=request.user.pk, conversation_id=conversation_id)
+        return Response(_dump(body))

@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from chat.events import Frame, MessageReceive
+from chat.events import Frame, MessageReceive, MessageUpdate
 from chat.models import Message
 from chat.payloads import message_out
 
@@ -38,6 +38,29 @@ def conversation_send(*, conversation_id: int, frame: Frame, seq: int | None = N
     _group_send(
         conversation_group(conversation_id),
         {"type": FRAME_EVENT, "conversation": conversation_id, "seq": seq, "text": frame.to_text()},
+    )
+
+
+async def aconversation_send(*, conversation_id: int, frame: Frame) -> None:
+    """`conversation_send` for async code (streaming), for frames without a seq."""
+    await get_channel_layer().group_send(
+        conversation_group(conversation_id),
+        {
+            "type": FRAME_EVENT,
+            "conversation": conversation_id,
+            "seq": None,
+            "text": frame.to_text(),
+        },
+    )
+
+
+def frame_on_commit(*, conversation_id: int, frame: Frame) -> None:
+    transaction.on_commit(partial(conversation_send, conversation_id=conversation_id, frame=frame))
+
+
+def message_updated_on_commit(message: Message) -> None:
+    frame_on_commit(
+        conversation_id=message.conversation_id, frame=MessageUpdate(message=message_out(message))
     )
 
 

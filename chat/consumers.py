@@ -236,11 +236,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
         )
 
+    async def on_stop(self, frame: inbound.GenerationStop) -> None:
+        stopped = await database_sync_to_async(services.generation_stop)(
+            user=self.user, conversation_id=frame.conversation
+        )
+        if stopped is None:
+            raise ApplicationError("not_found", "No reply is being generated.")
+        # The reply answers with message:update (status "stopped") when it has stopped.
+
     HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
         "ping": on_ping,
         "conversation:join": on_join,
         "conversation:leave": on_leave,
         "message:send": on_send,
+        "generation:stop": on_stop,
     }
 
     # --- Channel layer events

@@ -85,6 +85,9 @@ class ConversationOut(Schema):
     title: str
     character: str | None
     members: list[MemberOut]
+    # Added to the contract: the characters taking part (slugs); in a group they
+    # answer when @mentioned or replied to.
+    characters: list[str] = Field(default_factory=list)
     last_seq: int
     read_seq: int
     unread_count: int
@@ -153,6 +156,30 @@ class MessageReceive(Frame):
 class MessageUpdate(Frame):
     type: Literal["message:update"] = "message:update"
     message: MessageOut
+
+
+class MessageStream(Frame):
+    type: Literal["message:stream"] = "message:stream"
+    conversation: int
+    message_id: int
+    seq: int
+    delta: str
+    offset: int
+
+
+class TypingIndicator(Frame):
+    type: Literal["typing:indicator"] = "typing:indicator"
+    conversation: int
+    user: UserRef
+    is_typing: bool
+
+
+class ReceiptUpdate(Frame):
+    type: Literal["receipt:update"] = "receipt:update"
+    conversation: int
+    user: UserRef
+    delivered_seq: int
+    read_seq: int
 
 
 class ErrorFrame(Frame):

@@ -77,11 +77,17 @@ class MessageSend(Inbound):
     reply_to: Id | None = None
 
 
+class GenerationStop(Inbound):
+    type: Literal["generation:stop"]
+    conversation: Id
+
+
 INBOUND: dict[str, type[Inbound]] = {
     "ping": Ping,
     "conversation:join": ConversationJoin,
     "conversation:leave": ConversationLeave,
     "message:send": MessageSend,
+    "generation:stop": GenerationStop,
 }
 
 

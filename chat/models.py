@@ -46,6 +46,30 @@ class Conversation(models.Model):
         return self.title or f"Conversation {self.pk}"
 
 
+class ConversationCharacter(models.Model):
+    """A character taking part in a group conversation. It witnesses, and so remembers,
+    only the messages after `joined_seq`."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="character_links"
+    )
+    character = models.ForeignKey(
+        "characters.Character", on_delete=models.CASCADE, related_name="group_links"
+    )
+    joined_seq = models.PositiveBigIntegerField(default=0)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "character"], name="chat_character_once_per_group"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.character} in {self.conversation_id}"
+
+
 class Membership(models.Model):
     class Role(models.TextChoices):
         OWNER = "owner"
@@ -138,7 +162,66 @@ class Message(models.Model):
                 name="chat_unique_client_id_per_sender",
             ),
             models.CheckConstraint(condition=Q(seq__gte=1), name="chat_seq_positive"),
+            # One character reply at a time per conversation, on every server process.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status="streaming"),
+                name="chat_one_streaming_reply",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"#{self.seq} in {self.conversation_id}"
+
+
+class Generation(models.Model):
+    """Accounting of one character reply: tokens, timings, outcome."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="generation")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    character = models.ForeignKey(
+        "characters.Character", null=True, on_delete=models.SET_NULL, related_name="generations"
+    )
+    # Whose message the reply answers (for per-user totals).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="generations"
+    )
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=Message.Status.choices)
+    error_code = models.CharField(max_length=32, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    total_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"Reply {self.message_id} ({self.status})"
+
+
+class Feedback(models.Model):
+    """A user's +1/-1 on a character reply (one per user and message; setting it again
+    changes it)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="message_feedback"
+    )
+    value = models.SmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="chat_one_feedback_per_user"),
+            models.CheckConstraint(
+                condition=Q(value__in=[-1, 1]), name="chat_feedback_plus_or_minus_one"
+            ),
+        ]
+        verbose_name_plural = "feedback"
+
+    def __str__(self) -> str:
+        return f"{self.value:+d} on message {self.message_id}"

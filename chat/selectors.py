@@ -8,7 +8,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 
 from chat.events import ConversationOut, MemberOut
-from chat.models import Membership, Message
+from chat.models import ConversationCharacter, Membership, Message
 from chat.payloads import conversation_out
 from config.errors import ApplicationError
 
@@ -66,6 +66,19 @@ def members_of(*, conversation_ids: list[int]) -> dict[int, list[MemberOut]]:
     return result
 
 
+def characters_of(*, conversations: list) -> dict[int, list[str]]:
+    """Character slugs taking part in each conversation, in one query."""
+    result = {c.pk: [c.character.slug] if c.character_id else [] for c in conversations}
+    rows = (
+        ConversationCharacter.objects.filter(conversation_id__in=list(result))
+        .order_by("joined_at", "id")
+        .values_list("conversation_id", "character__slug")
+    )
+    for cid, slug in rows:
+        result[cid].append(slug)
+    return result
+
+
 def _unread_subquery(user_id: int) -> Subquery:
     """Messages from others above the caller's read marker, per membership row."""
     return Subquery(
@@ -111,6 +124,7 @@ def conversation_get(*, user_id: int, conversation_id: int) -> ConversationOut:
 def _conversations_out(memberships: list[Membership]) -> list[ConversationOut]:
     ids = [m.conversation_id for m in memberships]
     members = members_of(conversation_ids=ids)
+    characters = characters_of(conversations=[m.conversation for m in memberships])
     last_keys = Q()
     for m in memberships:
         if m.conversation.last_seq:
@@ -122,6 +136,7 @@ def _conversations_out(memberships: list[Membership]) -> list[ConversationOut]:
         conversation_out(
             conversation=m.conversation,
             members=members[m.conversation_id],
+            characters=characters[m.conversation_id],
             read_seq=m.read_seq,
             unread_count=m.unread,
             last_message=last.get(m.conversation_id),

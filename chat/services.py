@@ -12,10 +12,10 @@ from django.utils import timezone
 from accounts.models import User
 from characters.models import Character
 from characters.selectors import character_get_public
-from chat import selectors
+from chat import replies, selectors
 from chat.broadcast import message_created_on_commit
 from chat.events import ConversationJoined
-from chat.models import Conversation, Membership, Message
+from chat.models import Conversation, ConversationCharacter, Membership, Message
 from chat.payloads import message_out
 from chat.rendering import render_markdown
 from config.errors import ApplicationError
@@ -56,7 +56,11 @@ def conversation_open_with_character(*, user: User, slug: str) -> tuple[Conversa
 
 
 def conversation_create_group(
-    *, creator: User, title: str, member_usernames: list[str]
+    *,
+    creator: User,
+    title: str,
+    member_usernames: list[str],
+    character_slugs: list[str] | None = None,
 ) -> Conversation:
     title = title.strip()
     if not title or len(title) > 200:
@@ -66,6 +70,7 @@ def conversation_create_group(
     missing = usernames - {u.username for u in users}
     if missing:
         raise ApplicationError("bad_request", f"Unknown users: {', '.join(sorted(missing))}.")
+    characters = _public_characters(character_slugs or [])
     with transaction.atomic():
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP, title=title, created_by=creator
@@ -74,7 +79,34 @@ def conversation_create_group(
             [Membership(user=creator, conversation=conversation, role=Membership.Role.OWNER)]
             + [Membership(user=u, conversation=conversation) for u in users]
         )
+        ConversationCharacter.objects.bulk_create(
+            [ConversationCharacter(conversation=conversation, character=c) for c in characters]
+        )
     return conversation
+
+
+def _public_characters(slugs: list[str]) -> list[Character]:
+    wanted = set(slugs)
+    found = list(Character.objects.filter(slug__in=wanted, is_public=True))
+    missing = wanted - {c.slug for c in found}
+    if missing:
+        raise ApplicationError("bad_request", f"Unknown characters: {', '.join(sorted(missing))}.")
+    return found
+
+
+def conversation_add_character(*, user: User, conversation_id: int, slug: str) -> None:
+    """Bring a character into a group. It remembers only what is said from now on."""
+    membership = selectors.membership_get(user_id=user.pk, conversation_id=conversation_id)
+    if membership.conversation.kind != Conversation.Kind.GROUP:
+        raise ApplicationError("bad_request", "Characters can only be added to groups.")
+    (character,) = _public_characters([slug])
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        ConversationCharacter.objects.get_or_create(
+            conversation=conversation,
+            character=character,
+            defaults={"joined_seq": conversation.last_seq},
+        )
 
 
 def conversation_join(
@@ -91,6 +123,13 @@ def conversation_join(
             conversation_id=conv.id, after=since, limit=settings.PARLEY_RESUME_LIMIT
         )
         gap = page.has_more
+    streaming = [m.pk for m in page.messages if m.status == Message.Status.STREAMING]
+    partials = replies.partial_texts(streaming) if streaming else {}
+    for message in page.messages:
+        if message.pk in partials:
+            # The text so far; `message:stream` offsets continue from its length.
+            message.text = partials[message.pk]
+            message.html = render_markdown(message.text)
     messages = [message_out(m) for m in page.messages]
     # last_seq of the snapshot: the socket ignores broadcasts at or below it.
     last_seq = max(conv.last_seq, messages[-1].seq if messages else 0)
@@ -139,24 +178,29 @@ _NEXT_SEQ_FOR_MEMBER = f"""
         SELECT 1 FROM {Membership._meta.db_table} m
         WHERE m.conversation_id = {Conversation._meta.db_table}.id AND m.user_id = %s
     )
-    RETURNING last_seq
+    RETURNING last_seq, kind, character_id
 """
 
 
-def _next_seq(*, conversation_id: int, user_id: int | None, now) -> int | None:
+def next_seq(*, conversation_id: int, user_id: int | None, now) -> int | None:
     """Take the next seq under the conversation's row lock, held until commit: so seqs
     are gap-free and commit in order. With a user, only if they are a member."""
+    row = _take_seq(conversation_id=conversation_id, user_id=user_id, now=now)
+    return row[0] if row else None
+
+
+def _take_seq(*, conversation_id: int, user_id: int | None, now) -> tuple | None:
+    """(seq, conversation kind, character id), or None."""
     with connection.cursor() as cursor:
         if user_id is None:
             cursor.execute(
                 f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, "
-                "last_message_at = %s WHERE id = %s RETURNING last_seq",
+                "last_message_at = %s WHERE id = %s RETURNING last_seq, kind, character_id",
                 [now, conversation_id],
             )
         else:
             cursor.execute(_NEXT_SEQ_FOR_MEMBER, [now, conversation_id, user_id])
-        row = cursor.fetchone()
-    return row[0] if row else None
+        return cursor.fetchone()
 
 
 def message_post(
@@ -184,9 +228,10 @@ def message_post(
     now = timezone.now()
     try:
         with transaction.atomic():
-            seq = _next_seq(conversation_id=conversation_id, user_id=user.pk, now=now)
-            if seq is None:
+            taken = _take_seq(conversation_id=conversation_id, user_id=user.pk, now=now)
+            if taken is None:
                 raise ApplicationError("not_found", "No such conversation.")
+            seq, conversation_kind, character_id = taken
             message = Message(
                 conversation_id=conversation_id,
                 seq=seq,
@@ -200,6 +245,16 @@ def message_post(
             )
             message.save(force_insert=True)
             message_created_on_commit(message)
+            replies.replies_request_on_commit(
+                conversation_id=conversation_id,
+                character_ids=replies.characters_addressed(
+                    conversation_id=conversation_id,
+                    kind=conversation_kind,
+                    character_id=character_id,
+                    text=text,
+                    reply_to_id=reply_to_id,
+                ),
+            )
     except IntegrityError:
         # The client_id is taken: this is a retry. The seq we took rolled back with it.
         existing = (
@@ -216,7 +271,7 @@ def message_post(
 def _character_message_create(
     *, conversation: Conversation, character: Character, text: str
 ) -> Message:
-    seq = _next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
+    seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
     message = Message.objects.create(
         conversation=conversation,
         seq=seq,
@@ -228,3 +283,10 @@ def _character_message_create(
     )
     message_created_on_commit(message)
     return message
+
+
+def generation_stop(*, user: User, conversation_id: int) -> int | None:
+    """Stop the character reply streaming in the conversation (any member may); its
+    partial text is kept. The reply's id, or None if nothing was streaming."""
+    selectors.membership_get(user_id=user.pk, conversation_id=conversation_id)
+    return replies.reply_stop(conversation_id=conversation_id)

@@ -10,6 +10,7 @@ command (a thread with a loop of its own).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -54,17 +55,23 @@ def spawn(func: Callable[..., Awaitable[None]], /, **kwargs) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
+    # A fresh context: the task must not inherit the caller's (asgiref marks the
+    # thread of database_sync_to_async in it, and would refuse the task's DB calls).
     if loop is not None:
-        _track(loop.create_task(func(**kwargs)))
+        _track(loop.create_task(func(**kwargs), context=contextvars.Context()))
     elif _server_loop is not None and _server_loop.is_running():
-        _server_loop.call_soon_threadsafe(lambda: _track(_server_loop.create_task(func(**kwargs))))
+        server_loop = _server_loop
+        server_loop.call_soon_threadsafe(
+            lambda: _track(server_loop.create_task(func(**kwargs))),
+            context=contextvars.Context(),
+        )
     else:
         threading.Thread(target=asyncio.run, args=(func(**kwargs),), daemon=True).start()
 
 
-async def drain(timeout: float = 10.0) -> None:
+async def drain(seconds: float = 10.0) -> None:
     """Wait for this loop's background tasks (tests, graceful shutdown)."""
     loop = asyncio.get_running_loop()
     mine = [f for f in _running if f.get_loop() is loop]
     if mine:
-        await asyncio.wait(mine, timeout=timeout)
+        await asyncio.wait(mine, timeout=seconds)

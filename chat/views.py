@@ -2,6 +2,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
 
+from characters.llm import get_provider
 from characters.selectors import character_get_public, character_list_public
 
 
@@ -14,4 +15,5 @@ def chat_with_character(request, slug: str):
     character = character_get_public(slug=slug)
     if character is None:
         raise Http404("No such character.")
-    return render(request, "chat/chat.html", {"character": character})
+    offline = get_provider().offline
+    return render(request, "chat/chat.html", {"character": character, "offline": offline})

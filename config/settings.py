@@ -249,3 +249,40 @@ PARLEY_WS_TICKET_TTL_S = env_int("PARLEY_WS_TICKET_TTL_S", 60)
 # How often each server process re-checks its sockets for expired tokens and
 # deactivated users (one query per process, not per socket).
 PARLEY_AUTH_SWEEP_S = env_int("PARLEY_AUTH_SWEEP_S", 30)
+# Character replies (chat/replies.py)
+PARLEY_CHARACTER_REPLIES = env_bool("PARLEY_CHARACTER_REPLIES", True)
+PARLEY_STREAM_FLUSH_MS = env_int("PARLEY_STREAM_FLUSH_MS", 50)  # at most one delta frame per
+PARLEY_REPLY_STALE_S = env_int("PARLEY_REPLY_STALE_S", 60)  # a silent reply is dead after
+PARLEY_CONTEXT_MAX_MESSAGES = env_int("PARLEY_CONTEXT_MAX_MESSAGES", 400)
+# Largest character card (JSON or PNG) accepted for import.
+PARLEY_CARD_MAX_BYTES = env_int("PARLEY_CARD_MAX_BYTES", 5 * 1024 * 1024)
+
+# --- Characters / LLM
+# With ANTHROPIC_API_KEY, characters answer through Claude; without it, through the
+# offline responder (characters/llm/offline.py), so a bare machine works.
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")  # "": the SDK's default
+# Used when a character has no model of its own.
+ANTHROPIC_DEFAULT_MODEL = os.environ.get("ANTHROPIC_DEFAULT_MODEL", "claude-sonnet-4-6")
+# Longest silence between two chunks of a stream (the SDK's default is 10 minutes).
+ANTHROPIC_READ_TIMEOUT_S = env_float("ANTHROPIC_READ_TIMEOUT_S", 30.0)
+ANTHROPIC_CONNECT_TIMEOUT_S = env_float("ANTHROPIC_CONNECT_TIMEOUT_S", 5.0)
+# Parley's own retries before the first delta (the SDK's are off): overload, 429, 5xx,
+# timeouts, cut streams. Backoff: base * 2^(n-1), capped, with jitter.
+ANTHROPIC_MAX_RETRIES = env_int("ANTHROPIC_MAX_RETRIES", 3)
+ANTHROPIC_BACKOFF_BASE_S = env_float("ANTHROPIC_BACKOFF_BASE_S", 0.5)
+ANTHROPIC_BACKOFF_CAP_S = env_float("ANTHROPIC_BACKOFF_CAP_S", 8.0)
+# No retry starts later than this after the first attempt (worst case otherwise:
+# (retries + 1) x read timeout).
+ANTHROPIC_RETRY_WINDOW_S = env_float("ANTHROPIC_RETRY_WINDOW_S", 45.0)
+# Pace of the offline responder's stream.
+PARLEY_OFFLINE_WORDS_PER_S = env_float("PARLEY_OFFLINE_WORDS_PER_S", 12.0)
+# The SDK's HTTP client logs every request at INFO.
+LOGGING["loggers"].update({name: {"level": "WARNING"} for name in ("httpx", "httpx2")})

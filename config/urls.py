@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import api as accounts_api
 from characters import api as characters_api
 from chat import api as chat_api
+from chat import api_feedback as chat_api_feedback
 
 api = [
     path("auth/register/", accounts_api.RegisterView.as_view(), name="register"),
@@ -13,6 +14,17 @@ api = [
     path("auth/ws-ticket/", accounts_api.WsTicketView.as_view(), name="ws-ticket"),
     path("me/", accounts_api.MeView.as_view(), name="me"),
     path("characters/", characters_api.CharacterList.as_view(), name="character-list"),
+    # Before `characters/<slug>/`: "import" would otherwise read as a slug.
+    path(
+        "characters/import/",
+        characters_api.CharacterCardImport.as_view(),
+        name="character-import",
+    ),
+    path(
+        "characters/<slug:slug>/card/",
+        characters_api.CharacterCardExport.as_view(),
+        name="character-card",
+    ),
     path(
         "characters/<slug:slug>/", characters_api.CharacterDetail.as_view(), name="character-detail"
     ),
@@ -26,6 +38,16 @@ api = [
         "conversations/<int:conversation_id>/messages/",
         chat_api.ConversationMessages.as_view(),
         name="conversation-messages",
+    ),
+    path(
+        "conversations/<int:conversation_id>/characters/",
+        chat_api.ConversationCharacters.as_view(),
+        name="conversation-characters",
+    ),
+    path(
+        "messages/<int:message_id>/feedback/",
+        chat_api_feedback.MessageFeedback.as_view(),
+        name="message-feedback",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
+from tests.llm_fixtures import fake_anthropic, offline_provider  # noqa: F401 (fixtures)
+
 
 def _answers(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
@@ -131,3 +133,10 @@ async def ws_session(user=None, *, path: str | None = None, headers=None, subpro
         yield ws, ready
     finally:
         await ws.disconnect(timeout=WS_TIMEOUT)
+
+
+@pytest.fixture(autouse=True)
+def _character_replies(request, settings):
+    """Character replies add frames to every send in a character conversation; tests of
+    the message path turn them off, tests of replies mark themselves `replies`."""
+    settings.PARLEY_CHARACTER_REPLIES = request.node.get_closest_marker("replies") is not None

@@ -684,5 +684,6 @@ def test_conversation_join_does_not_grow_with_the_messages(make_user, character)
         assert joined.messages
         return len(queries)
 
-    # membership (with unread count), members, last message, the page
-    assert join_queries(small.pk) == join_queries(big.pk) == 4
+    # membership (with unread count), members, the conversations' characters, last message,
+    # the page
+    assert join_queries(small.pk) == join_queries(big.pk) == 5

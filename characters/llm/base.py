@@ -26,8 +26,13 @@ class ReplyRequest:
     system: str  # the persona: stable across a conversation, so it is cached
     turns: list[Turn]  # alternating, starting and ending with "user"
     model: str
-    temperature: float = 1.0
+    temperature: float = 1.0  # not sent to Claude: API 2026-10-21 rejects sampling params
     max_tokens: int = 1024
+    # Who is talking, for providers that need it in plain form (the offline responder's
+    # voice); Claude gets all of it through `system` and `turns`.
+    character_name: str = ""
+    greeting: str = ""
+    user_name: str = ""  # the person the reply answers (the last speaker)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class ReplyDone:
     stop_reason: str  # "end_turn", "max_tokens", "stop_sequence", ...
     model: str
     usage: ReplyUsage = field(default_factory=ReplyUsage)
+    attempts: int = 1  # provider requests it took, retries included
 
 
 ProviderErrorCode = Literal[
@@ -61,11 +67,19 @@ ProviderErrorCode = Literal[
 
 
 class ProviderError(Exception):
-    def __init__(self, code: ProviderErrorCode, message: str, *, retryable: bool = False):
+    def __init__(
+        self,
+        code: ProviderErrorCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        attempts: int = 1,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.retryable = retryable
+        self.retryable = retryable  # transient: the same request may succeed later
+        self.attempts = attempts  # provider requests made, retries included
 
 
 class Provider(Protocol):

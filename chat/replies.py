@@ -1,0 +1,437 @@
+"""Character replies: started after a user's message commits, streamed to every socket
+of the conversation, stored as they go, and never tied to the socket that asked.
+
+A reply is a Message with status `streaming` from the moment it starts (its seq
+follows the messages it answers); a partial unique index makes it the lock that
+allows one reply at a time per conversation on every server process. While it
+streams, its text so far lives in the cache (Redis in production), so a socket that
+joins on any process gets it in `conversation:joined`; deltas follow as
+`message:stream` with their `offset` (in Unicode code points). When the reply ends,
+the message is updated (`complete`, `stopped` or `failed`) and broadcast as
+`message:update`; messages that arrived meanwhile are then answered together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from characters.context import ContextInfo, build_reply_request
+from characters.llm import get_provider
+from characters.llm.base import ProviderError, ReplyDone, ReplyRequest, TextDelta
+from characters.models import Character
+from chat import broadcast
+from chat.events import MessageStream, ReceiptUpdate, TypingIndicator, UserRef
+from chat.livestate import live_state
+from chat.models import Conversation, ConversationCharacter, Generation, Message
+from chat.rendering import render_markdown
+from chat.tasks import spawn
+
+logger = logging.getLogger(__name__)
+
+_MENTION = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9_-]{0,63})", re.IGNORECASE)
+_END = object()
+
+
+def _partial_key(message_id: int) -> str:
+    return f"reply:partial:{message_id}"
+
+
+def _stop_key(message_id: int) -> str:
+    return f"reply:stop:{message_id}"
+
+
+def character_ref(character: Character) -> UserRef:
+    return UserRef(id=character.pk, name=character.name, type="character")
+
+
+# --- Who answers
+
+
+def characters_addressed(
+    *,
+    conversation_id: int,
+    kind: str,
+    character_id: int | None,
+    text: str,
+    reply_to_id: int | None,
+) -> list[int]:
+    """The characters a user's message asks to answer: the character of a character
+    conversation; in a group, those @mentioned or replied to."""
+    if not settings.PARLEY_CHARACTER_REPLIES:
+        return []
+    if kind == Conversation.Kind.CHARACTER:
+        return [character_id] if character_id else []
+    slugs = {m.lower() for m in _MENTION.findall(text)}
+    replied_to = None
+    if reply_to_id is not None:
+        replied_to = (
+            Message.objects.filter(pk=reply_to_id, role=Message.Role.ASSISTANT)
+            .values_list("sender_character_id", flat=True)
+            .first()
+        )
+    if not slugs and replied_to is None:
+        return []
+    links = ConversationCharacter.objects.filter(conversation_id=conversation_id)
+    return [
+        link.character_id
+        for link in links.select_related("character")
+        if link.character.slug in slugs or link.character_id == replied_to
+    ]
+
+
+def replies_request_on_commit(*, conversation_id: int, character_ids: list[int]) -> None:
+    for character_id in character_ids:
+        transaction.on_commit(
+            lambda cid=character_id: spawn(
+                reply_run, conversation_id=conversation_id, character_id=cid
+            )
+        )
+
+
+# --- Starting a reply (one short transaction)
+
+
+@dataclass(frozen=True)
+class ReplyJob:
+    message: Message
+    character: Character
+    request: ReplyRequest
+    context: ContextInfo
+    answers_through: int
+    user_id: int | None
+
+
+def _witnessed_since(conversation: Conversation, character: Character) -> int:
+    if conversation.kind == Conversation.Kind.CHARACTER:
+        return 0
+    link = ConversationCharacter.objects.filter(
+        conversation=conversation, character=character
+    ).first()
+    return link.joined_seq if link else conversation.last_seq
+
+
+def _pending(conversation: Conversation, character: Character, since: int) -> list[Message]:
+    """User messages addressed to the character that no reply of it has answered yet."""
+    last = (
+        Message.objects.filter(conversation=conversation, sender_character=character)
+        .exclude(status=Message.Status.STREAMING)
+        .order_by("-seq")
+        .values_list("seq", "metadata")
+        .first()
+    )
+    answered = max(since, (last[1] or {}).get("answers_through", last[0]) if last else 0)
+    waiting = list(
+        Message.objects.filter(
+            conversation=conversation,
+            role=Message.Role.USER,
+            seq__gt=answered,
+            deleted_at__isnull=True,
+        ).order_by("seq")
+    )
+    if conversation.kind == Conversation.Kind.CHARACTER:
+        return waiting
+    return [
+        m
+        for m in waiting
+        if character.pk
+        in characters_addressed(
+            conversation_id=conversation.pk,
+            kind=conversation.kind,
+            character_id=None,
+            text=m.text,
+            reply_to_id=m.reply_to_id,
+        )
+    ]
+
+
+def _reap_dead_reply(conversation: Conversation) -> bool:
+    """True if a reply is streaming. A reply whose process died (its partial text
+    expired from the cache) is marked failed, so the conversation is not stuck."""
+    streaming = Message.objects.filter(
+        conversation=conversation, status=Message.Status.STREAMING
+    ).first()
+    if streaming is None:
+        return False
+    grace = timezone.now() - timedelta(seconds=settings.PARLEY_REPLY_STALE_S)
+    if live_state().get_many([_partial_key(streaming.pk)]) or streaming.created_at > grace:
+        return True
+    streaming.status = Message.Status.FAILED
+    streaming.metadata = {
+        **streaming.metadata,
+        "error": {"code": "interrupted", "message": "The reply was interrupted."},
+    }
+    streaming.save(update_fields=["status", "metadata"])
+    broadcast.message_updated_on_commit(streaming)
+    return False
+
+
+def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
+    """Store the reply as a `streaming` message and announce it, or None when there is
+    nothing to answer or another reply is streaming in this conversation."""
+    from chat.services import next_seq
+
+    provider = get_provider()
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+        character = Character.objects.filter(pk=character_id).first()
+        if conversation is None or character is None or _reap_dead_reply(conversation):
+            return None
+        since = _witnessed_since(conversation, character)
+        pending = _pending(conversation, character, since)
+        if not pending:
+            return None
+        history = list(
+            Message.objects.filter(conversation=conversation, seq__gt=since)
+            .select_related("sender_user", "sender_character")
+            .order_by("-seq")[: settings.PARLEY_CONTEXT_MAX_MESSAGES]
+        )[::-1]
+        try:
+            request, context = build_reply_request(
+                character=character,
+                messages=history,
+                group=conversation.kind == Conversation.Kind.GROUP,
+            )
+        except ValueError:
+            return None  # nothing left that a reply could answer
+        seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
+        answers_through = pending[-1].seq
+        try:
+            with transaction.atomic():
+                message = Message.objects.create(
+                    conversation=conversation,
+                    seq=seq,
+                    sender_character=character,
+                    role=Message.Role.ASSISTANT,
+                    kind=Message.Kind.TEXT,
+                    status=Message.Status.STREAMING,
+                    metadata={
+                        "answers_through": answers_through,
+                        "provider": provider.name,
+                        "offline": provider.offline,
+                        "context": context.as_dict(),
+                    },
+                )
+        except IntegrityError:
+            return None  # another process started a reply a moment ago
+        live_state().set(_partial_key(message.pk), "", ttl=settings.PARLEY_REPLY_STALE_S)
+        broadcast.message_created_on_commit(message)
+        who = character_ref(character)
+        broadcast.frame_on_commit(
+            conversation_id=conversation.pk,
+            frame=ReceiptUpdate(
+                conversation=conversation.pk,
+                user=who,
+                delivered_seq=answers_through,
+                read_seq=answers_through,
+            ),
+        )
+        broadcast.frame_on_commit(
+            conversation_id=conversation.pk,
+            frame=TypingIndicator(conversation=conversation.pk, user=who, is_typing=True),
+        )
+    return ReplyJob(
+        message=message,
+        character=character,
+        request=request,
+        context=context,
+        answers_through=answers_through,
+        user_id=pending[-1].sender_user_id,
+    )
+
+
+# --- Streaming
+
+
+@dataclass
+class _Outcome:
+    text: str = ""
+    status: str = Message.Status.COMPLETE
+    error: ProviderError | None = None
+    done: ReplyDone | None = None
+    first_token_ms: int | None = None
+    total_ms: int = 0
+
+
+async def _produce(provider, request: ReplyRequest, queue: asyncio.Queue) -> None:
+    try:
+        async for event in provider.stream(request):
+            await queue.put(event)
+    except ProviderError as error:
+        await queue.put(error)
+    except Exception as error:  # a provider bug must end the reply, not hang it
+        logger.exception("Provider %s failed", provider.name)
+        await queue.put(ProviderError("provider_error", str(error) or type(error).__name__))
+    finally:
+        await queue.put(_END)
+
+
+async def _stream(job: ReplyJob) -> _Outcome:
+    """Relay the provider's deltas, coalesced to one frame per flush interval."""
+    provider = get_provider()
+    message = job.message
+    flush_s = settings.PARLEY_STREAM_FLUSH_MS / 1000
+    outcome = _Outcome()
+    live = live_state()
+    queue: asyncio.Queue = asyncio.Queue()
+    started = time.monotonic()
+    producer = asyncio.create_task(_produce(provider, job.request, queue))
+    sent = 0  # code points already broadcast
+    last_flush = last_stop_check = started
+
+    async def flush() -> None:
+        nonlocal sent, last_flush
+        last_flush = time.monotonic()
+        if len(outcome.text) == sent:
+            return
+        frame = MessageStream(
+            conversation=message.conversation_id,
+            message_id=message.pk,
+            seq=message.seq,
+            delta=outcome.text[sent:],
+            offset=sent,
+        )
+        sent = len(outcome.text)
+        # Store before publishing: a socket joining now gets in its snapshot every
+        # delta it subscribed too late to receive.
+        await live.aset(_partial_key(message.pk), outcome.text, ttl=settings.PARLEY_REPLY_STALE_S)
+        await broadcast.aconversation_send(conversation_id=message.conversation_id, frame=frame)
+
+    try:
+        while True:
+            wait = (
+                max(0.0, last_flush + flush_s - time.monotonic())
+                if sent < len(outcome.text)
+                else 0.25
+            )
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=wait)
+            except TimeoutError:
+                event = None
+            if isinstance(event, TextDelta):
+                if outcome.first_token_ms is None:
+                    outcome.first_token_ms = int((time.monotonic() - started) * 1000)
+                outcome.text += event.text
+            elif isinstance(event, ReplyDone):
+                outcome.done = event
+            elif isinstance(event, ProviderError):
+                outcome.status, outcome.error = Message.Status.FAILED, event
+            elif event is _END:
+                break
+            now = time.monotonic()
+            if now - last_flush >= flush_s:
+                await flush()
+            if now - last_stop_check >= 0.2:
+                last_stop_check = now
+                if await live.aget(_stop_key(message.pk)):
+                    outcome.status = Message.Status.STOPPED
+                    break
+        await flush()
+    finally:
+        producer.cancel()
+    outcome.total_ms = int((time.monotonic() - started) * 1000)
+    return outcome
+
+
+def reply_finish(*, job: ReplyJob, outcome: _Outcome) -> Message:
+    message = job.message
+    metadata = dict(message.metadata)
+    done = outcome.done
+    usage = done.usage if done else None
+    metadata.update(
+        model=done.model if done else job.request.model,
+        stop_reason=done.stop_reason if done else None,
+        time_to_first_token_ms=outcome.first_token_ms,
+        total_ms=outcome.total_ms,
+        usage={
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "cache_read_tokens": usage.cache_read_tokens if usage else 0,
+            "cache_write_tokens": usage.cache_write_tokens if usage else 0,
+        },
+    )
+    if outcome.error is not None:
+        metadata["error"] = {"code": outcome.error.code, "message": outcome.error.message}
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk).update(
+            text=outcome.text,
+            html=render_markdown(outcome.text),
+            status=outcome.status,
+            metadata=metadata,
+        )
+        message.refresh_from_db()
+        Generation.objects.create(
+            message=message,
+            conversation_id=message.conversation_id,
+            character=job.character,
+            user_id=job.user_id,
+            provider=message.metadata.get("provider", ""),
+            model=metadata["model"] or "",
+            status=outcome.status,
+            error_code=outcome.error.code if outcome.error else "",
+            time_to_first_token_ms=outcome.first_token_ms,
+            total_ms=outcome.total_ms,
+            **metadata["usage"],
+        )
+        broadcast.message_updated_on_commit(message)
+        broadcast.frame_on_commit(
+            conversation_id=message.conversation_id,
+            frame=TypingIndicator(
+                conversation=message.conversation_id,
+                user=character_ref(job.character),
+                is_typing=False,
+            ),
+        )
+    live_state().delete(_partial_key(message.pk), _stop_key(message.pk))
+    return message
+
+
+async def reply_run(*, conversation_id: int, character_id: int) -> None:
+    """Answer what is waiting, then whatever arrived meanwhile, one reply at a time."""
+    while True:
+        job = await database_sync_to_async(reply_start)(
+            conversation_id=conversation_id, character_id=character_id
+        )
+        if job is None:
+            return
+        try:
+            outcome = await _stream(job)
+        except BaseException:
+            outcome = _Outcome(
+                status=Message.Status.FAILED,
+                error=ProviderError("provider_error", "The reply was interrupted."),
+            )
+            await database_sync_to_async(reply_finish)(job=job, outcome=outcome)
+            raise
+        await database_sync_to_async(reply_finish)(job=job, outcome=outcome)
+
+
+# --- Stopping, and joining mid-reply
+
+
+def reply_stop(*, conversation_id: int) -> int | None:
+    """Ask the streaming reply of the conversation to stop, on whichever process it
+    runs; it keeps its partial text. The id of that reply, or None."""
+    message_id = (
+        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if message_id is not None:
+        live_state().set(_stop_key(message_id), "1", ttl=settings.PARLEY_REPLY_STALE_S)
+    return message_id
+
+
+def partial_texts(message_ids: list[int]) -> dict[int, str]:
+    """The text so far of replies still streaming."""
+    found = live_state().get_many([_partial_key(i) for i in message_ids])
+    return {i: found[_partial_key(i)] for i in message_ids if _partial_key(i) in found}
