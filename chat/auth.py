@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import get_user
-from channels.db import database_sync_to_async
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
@@ -26,6 +25,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
 from accounts.services import ws_ticket_consume
+from chat.db import db_sync_to_async
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -85,7 +85,7 @@ def _origin_allowed(scope) -> bool:
     return validate_host(host, allowed) or validate_host(f"[{host}]", allowed)
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _authenticate_credential(scope) -> WsAuth | None:
     """A WsAuth when the request carries a bearer-type credential, None otherwise."""
     subprotocols = scope.get("subprotocols") or []
@@ -107,7 +107,7 @@ def _authenticate_credential(scope) -> WsAuth | None:
     return None
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _session_refusal(session) -> WsAuth:
     """Why a session cookie gave no user: 4403 if it names a deactivated one, else 4401."""
     user_id = session.get(SESSION_KEY)

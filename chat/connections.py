@@ -10,10 +10,10 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat.auth import CLOSE_FORBIDDEN
+from chat.db import db_sync_to_async
 
 if TYPE_CHECKING:
     from chat.consumers import ChatConsumer
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _inactive_user_ids(user_ids: list[int]) -> set[int]:
     from accounts.models import User
 

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 
 from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -23,6 +22,7 @@ from chat import inbound, selectors, services
 from chat.auth import CLOSE_UNAUTHENTICATED, seconds_left
 from chat.broadcast import conversation_group, user_group
 from chat.connections import registry
+from chat.db import db_sync_to_async
 from chat.events import (
     ConversationLeft,
     ErrorFrame,
@@ -187,9 +187,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_join(self, frame: inbound.ConversationJoin) -> None:
         conversation_id = frame.conversation
         if conversation_id is None and frame.character is not None:
-            conversation, _ = await database_sync_to_async(
-                services.conversation_open_with_character
-            )(user=self.user, slug=frame.character)
+            conversation, _ = await db_sync_to_async(services.conversation_open_with_character)(
+                user=self.user, slug=frame.character
+            )
             conversation_id = conversation.pk
         elif conversation_id is None:
             raise ApplicationError("bad_request", "Give either `conversation` or `character`.")
@@ -198,7 +198,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # the cursor then drops what the snapshot already holds.
         await self.channel_layer.group_add(group, self.channel_name)
         try:
-            joined = await database_sync_to_async(services.conversation_join)(
+            joined = await db_sync_to_async(services.conversation_join)(
                 user=self.user, conversation_id=conversation_id, since=frame.since
             )
         except BaseException:
@@ -216,7 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_frame(ConversationLeft(conversation=frame.conversation))
 
     async def on_send(self, frame: inbound.MessageSend) -> None:
-        result = await database_sync_to_async(services.message_post)(
+        result = await db_sync_to_async(services.message_post)(
             user=self.user,
             conversation_id=frame.conversation,
             client_id=frame.client_id,
@@ -237,7 +237,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def on_stop(self, frame: inbound.GenerationStop) -> None:
-        stopped = await database_sync_to_async(services.generation_stop)(
+        stopped = await db_sync_to_async(services.generation_stop)(
             user=self.user, conversation_id=frame.conversation
         )
         if stopped is None:
@@ -272,7 +272,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _fill_gap(self, conversation_id: int, *, after: int, before: int) -> None:
         while after < before - 1:
-            page = await database_sync_to_async(selectors.message_page)(
+            page = await db_sync_to_async(selectors.message_page)(
                 conversation_id=conversation_id,
                 after=after,
                 before=before,

@@ -26,7 +26,9 @@ class Conversation(models.Model):
     # The highest seq handed out; bumped under the row lock by the insert that takes it.
     last_seq = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
-    last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Not indexed: every message updates this row, and an unindexed update stays a
+    # cheap HOT update in PostgreSQL. Lists are per user, through Membership.
+    last_message_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -118,8 +120,9 @@ class Message(models.Model):
         STOPPED = "stopped"
         FAILED = "failed"
 
+    # No index of its own: unique (conversation, seq) serves every lookup by conversation.
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     seq = models.PositiveBigIntegerField()
     # NULL, not "": messages without one (character replies) must not collide.

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -30,6 +29,7 @@ from characters.llm import get_provider
 from characters.llm.base import ProviderError, ReplyDone, ReplyRequest, TextDelta
 from characters.models import Character
 from chat import broadcast
+from chat.db import db_sync_to_async
 from chat.events import MessageStream, ReceiptUpdate, TypingIndicator, UserRef
 from chat.livestate import live_state
 from chat.models import Conversation, ConversationCharacter, Generation, Message
@@ -398,7 +398,7 @@ def reply_finish(*, job: ReplyJob, outcome: _Outcome) -> Message:
 async def reply_run(*, conversation_id: int, character_id: int) -> None:
     """Answer what is waiting, then whatever arrived meanwhile, one reply at a time."""
     while True:
-        job = await database_sync_to_async(reply_start)(
+        job = await db_sync_to_async(reply_start)(
             conversation_id=conversation_id, character_id=character_id
         )
         if job is None:
@@ -410,9 +410,9 @@ async def reply_run(*, conversation_id: int, character_id: int) -> None:
                 status=Message.Status.FAILED,
                 error=ProviderError("provider_error", "The reply was interrupted."),
             )
-            await database_sync_to_async(reply_finish)(job=job, outcome=outcome)
+            await db_sync_to_async(reply_finish)(job=job, outcome=outcome)
             raise
-        await database_sync_to_async(reply_finish)(job=job, outcome=outcome)
+        await db_sync_to_async(reply_finish)(job=job, outcome=outcome)
 
 
 # --- Stopping, and joining mid-reply

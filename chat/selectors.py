@@ -143,3 +143,22 @@ def _conversations_out(memberships: list[Membership]) -> list[ConversationOut]:
         )
         for m in memberships
     ]
+
+
+def receipts_of(*, conversation_id: int, exclude_user_id: int | None = None) -> list[dict]:
+    """Every member's delivery and read markers (one query), shaped like the fields of
+    `receipt:update`, so that a page can draw ticks before the first live update."""
+    rows = (
+        Membership.objects.filter(conversation_id=conversation_id)
+        .exclude(user_id=exclude_user_id)
+        .order_by("joined_at", "id")
+        .values_list("user_id", "user__username", "user__display_name", "delivered_seq", "read_seq")
+    )
+    return [
+        {
+            "user": {"id": uid, "name": display_name or username, "type": "user"},
+            "delivered_seq": delivered,
+            "read_seq": read,
+        }
+        for uid, username, display_name, delivered, read in rows
+    ]

@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -220,6 +221,15 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (config/csp.py): no inline script, no foreign images. Only the
+# API's Swagger page (a developer tool) may load its CDN and inline bootstrap.
+PARLEY_CSP_EXTRA = {
+    "/api/docs/": {
+        "script-src": ["https://cdn.jsdelivr.net", "'unsafe-inline'"],
+        "style-src": ["https://cdn.jsdelivr.net", "'unsafe-inline'"],
+        "img-src": ["https://cdn.jsdelivr.net"],
+    }
+}
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
