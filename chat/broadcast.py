@@ -15,9 +15,11 @@ from django.db import transaction
 from chat.events import Frame, MessageReceive, MessageUpdate
 from chat.models import Message
 from chat.payloads import message_out
+from chat.tasks import submit
 
 FRAME_EVENT = "parley.frame"
 CLOSE_EVENT = "parley.close"
+USER_FRAME_EVENT = "parley.user_frame"  # a frame for every socket of one user
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -29,7 +31,11 @@ def user_group(user_id: int) -> str:
 
 
 def _group_send(group: str, event: dict) -> None:
-    async_to_sync(get_channel_layer().group_send)(group, event)
+    # Handed to the server's loop without waiting: the committing thread goes back to
+    # work at once. Tasks start in submission order, so publishes keep their order.
+    layer = get_channel_layer()
+    if not submit(layer.group_send, group, event):
+        async_to_sync(layer.group_send)(group, event)
 
 
 def conversation_send(*, conversation_id: int, frame: Frame, seq: int | None = None) -> None:
@@ -71,6 +77,15 @@ def message_created_on_commit(message: Message) -> None:
             conversation_send, conversation_id=message.conversation_id, frame=frame, seq=message.seq
         )
     )
+
+
+def user_send(*, user_id: int, frame: Frame) -> None:
+    """Send a frame to every socket of the user, on every server process."""
+    _group_send(user_group(user_id), {"type": USER_FRAME_EVENT, "text": frame.to_text()})
+
+
+def user_frame_on_commit(*, user_id: int, frame: Frame) -> None:
+    transaction.on_commit(partial(user_send, user_id=user_id, frame=frame))
 
 
 def user_disconnect_on_commit(*, user_id: int, code: int) -> None:

@@ -49,8 +49,10 @@ def _done(future: asyncio.Future) -> None:
         logger.error("Background task failed", exc_info=future.exception())
 
 
-def spawn(func: Callable[..., Awaitable[None]], /, **kwargs) -> None:
-    """Run `func(**kwargs)` in the background of this process; never blocks."""
+def submit(func: Callable[..., Awaitable[None]], /, *args, **kwargs) -> bool:
+    """Start `func(*args, **kwargs)` as a task of the running loop, or of the server's
+    loop when called from one of its threads; never blocks. False when there is no
+    loop to run it on (a management command, a plain sync test)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -58,14 +60,21 @@ def spawn(func: Callable[..., Awaitable[None]], /, **kwargs) -> None:
     # A fresh context: the task must not inherit the caller's (asgiref marks the
     # thread of database_sync_to_async in it, and would refuse the task's DB calls).
     if loop is not None:
-        _track(loop.create_task(func(**kwargs), context=contextvars.Context()))
-    elif _server_loop is not None and _server_loop.is_running():
-        server_loop = _server_loop
+        _track(loop.create_task(func(*args, **kwargs), context=contextvars.Context()))
+        return True
+    server_loop = _server_loop
+    if server_loop is not None and server_loop.is_running():
         server_loop.call_soon_threadsafe(
-            lambda: _track(server_loop.create_task(func(**kwargs))),
+            lambda: _track(server_loop.create_task(func(*args, **kwargs))),
             context=contextvars.Context(),
         )
-    else:
+        return True
+    return False
+
+
+def spawn(func: Callable[..., Awaitable[None]], /, **kwargs) -> None:
+    """Run `func(**kwargs)` in the background of this process; never blocks."""
+    if not submit(func, **kwargs):
         threading.Thread(target=asyncio.run, args=(func(**kwargs),), daemon=True).start()
 
 

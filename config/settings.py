@@ -101,7 +101,10 @@ DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        # No health check: it costs a `SELECT 1` round trip before the first query of
+        # every unit of work; a connection broken by a database restart fails one
+        # request and is replaced.
+        conn_health_checks=False,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -160,6 +163,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "auth": os.environ.get("THROTTLE_AUTH", "20/min"),
+        # Sending, per user, over REST and the websocket alike: enforced in the service
+        # (chat/ratelimit.py), so both transports share one budget. "" turns it off.
+        "send": os.environ.get("THROTTLE_SEND", "60/min"),
+        "upload": os.environ.get("THROTTLE_UPLOAD", "30/min"),
     },
 }
 if DEBUG:
@@ -266,6 +273,21 @@ PARLEY_REPLY_STALE_S = env_int("PARLEY_REPLY_STALE_S", 60)  # a silent reply is 
 PARLEY_CONTEXT_MAX_MESSAGES = env_int("PARLEY_CONTEXT_MAX_MESSAGES", 400)
 # Largest character card (JSON or PNG) accepted for import.
 PARLEY_CARD_MAX_BYTES = env_int("PARLEY_CARD_MAX_BYTES", 5 * 1024 * 1024)
+# Attachments (chat/attachments.py): the largest upload per kind, after sniffing.
+PARLEY_ATTACHMENT_MAX_BYTES = {
+    "image": env_int("PARLEY_MAX_IMAGE_BYTES", 10 * 1024 * 1024),
+    "audio": env_int("PARLEY_MAX_AUDIO_BYTES", 20 * 1024 * 1024),
+    "video": env_int("PARLEY_MAX_VIDEO_BYTES", 50 * 1024 * 1024),
+    "file": env_int("PARLEY_MAX_FILE_BYTES", 20 * 1024 * 1024),
+}
+# Decoded size limit for images (a small file can decode to gigabytes: a "pixel bomb").
+PARLEY_IMAGE_MAX_PIXELS = env_int("PARLEY_IMAGE_MAX_PIXELS", 40_000_000)
+# ffprobe/ffmpeg (Debian package `ffmpeg`) give duration, size and waveform of audio and
+# video; without them uploads still work, minus those fields.
+PARLEY_FFPROBE = os.environ.get("PARLEY_FFPROBE", "ffprobe")
+PARLEY_FFMPEG = os.environ.get("PARLEY_FFMPEG", "ffmpeg")
+PARLEY_MEDIA_TIMEOUT_S = env_int("PARLEY_MEDIA_TIMEOUT_S", 30)
+PARLEY_WAVEFORM_BARS = env_int("PARLEY_WAVEFORM_BARS", 64)
 
 # --- Characters / LLM
 # With ANTHROPIC_API_KEY, characters answer through Claude; without it, through the
@@ -296,3 +318,17 @@ ANTHROPIC_RETRY_WINDOW_S = env_float("ANTHROPIC_RETRY_WINDOW_S", 45.0)
 PARLEY_OFFLINE_WORDS_PER_S = env_float("PARLEY_OFFLINE_WORDS_PER_S", 12.0)
 # The SDK's HTTP client logs every request at INFO.
 LOGGING["loggers"].update({name: {"level": "WARNING"} for name in ("httpx", "httpx2")})
+
+# --- Live signals: typing (chat/typing.py), receipts (chat/receipts.py), presence
+# (chat/presence.py). Seconds unless named otherwise.
+PARLEY_TYPING_TIMEOUT_S = env_float("PARLEY_TYPING_TIMEOUT_S", 6.0)  # silence ends typing
+PARLEY_TYPING_RELAY_S = env_float("PARLEY_TYPING_RELAY_S", 3.0)  # re-relay a start at most
+# Receipt markers are written per server process in one transaction at most this often.
+PARLEY_RECEIPT_FLUSH_MS = env_int("PARLEY_RECEIPT_FLUSH_MS", 500)
+PARLEY_PRESENCE_HEARTBEAT_S = env_float("PARLEY_PRESENCE_HEARTBEAT_S", 10.0)
+# A socket not refreshed for this long counts as gone (its process died).
+PARLEY_PRESENCE_TTL_S = env_float("PARLEY_PRESENCE_TTL_S", 30.0)
+# `offline` is announced this long after a user's last socket closed (a reload does
+# not flicker).
+PARLEY_PRESENCE_GRACE_S = env_float("PARLEY_PRESENCE_GRACE_S", 5.0)
+PARLEY_PRESENCE_SWEEP_S = env_float("PARLEY_PRESENCE_SWEEP_S", 2.0)  # due offlines checked
