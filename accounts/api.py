@@ -4,10 +4,14 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import (
+    TokenBlacklistView,
+    TokenObtainPairView,
+    TokenRefreshView,
+)
 
-from accounts.serializers import RegisterIn, UserOut, WsTicketOut
-from accounts.services import user_register, ws_ticket_issue
+from accounts.serializers import LogoutIn, MeOut, MeUpdateIn, RegisterIn, UserOut, WsTicketOut
+from accounts.services import user_register, user_set_time_zone, ws_ticket_issue
 
 
 class AuthThrottled:
@@ -35,6 +39,17 @@ class TokenRefresh(AuthThrottled, TokenRefreshView):
     pass
 
 
+class LogoutView(AuthThrottled, TokenBlacklistView):
+    """Blacklist a refresh token (this device's session). The refresh token is the
+    credential: no access token is needed, so an app can log out after it expired.
+    An invalid, expired or already blacklisted token is 401, as on refresh."""
+
+    @extend_schema(request=LogoutIn, responses={204: None})
+    def post(self, request, *args, **kwargs):
+        super().post(request, *args, **kwargs)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class WsTicketView(APIView):
     @extend_schema(request=None, responses={200: WsTicketOut})
     def post(self, request):
@@ -43,6 +58,13 @@ class WsTicketView(APIView):
 
 
 class MeView(APIView):
-    @extend_schema(responses={200: UserOut})
+    @extend_schema(responses={200: MeOut})
     def get(self, request):
-        return Response(UserOut(request.user).data)
+        return Response(MeOut(request.user).data)
+
+    @extend_schema(request=MeUpdateIn, responses={200: MeOut})
+    def patch(self, request):
+        data = MeUpdateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        user_set_time_zone(user=request.user, time_zone=data.validated_data["time_zone"])
+        return Response(MeOut(request.user).data)

@@ -23,7 +23,7 @@ class SignupForm(forms.Form):
     display_name = forms.CharField(
         max_length=80,
         required=False,
-        help_text="What other people see. Optional.",
+        help_text="What other people see.",
         widget=forms.TextInput(attrs={"autocomplete": "nickname"}),
     )
     email = forms.EmailField(

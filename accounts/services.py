@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
+from accounts.timezones import validate_time_zone
 from config.errors import ApplicationError
 
 _TICKET_PREFIX = "ws-ticket:"
@@ -39,6 +40,18 @@ def user_register(*, username: str, password: str, email: str = "", display_name
     except IntegrityError as exc:
         raise taken from exc
     return user
+
+
+def user_set_time_zone(*, user: User, time_zone: str) -> None:
+    """The zone whose midnight resets the user's daily and monthly usage quotas."""
+    try:
+        validate_time_zone(time_zone)
+    except ValidationError as exc:
+        raise ApplicationError(
+            "bad_request", " ".join(exc.messages), details={"fields": {"time_zone": exc.messages}}
+        ) from exc
+    user.time_zone = time_zone
+    user.save(update_fields=["time_zone"])
 
 
 def ws_ticket_issue(*, user: User) -> tuple[str, int]:

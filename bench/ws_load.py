@@ -195,7 +195,7 @@ class ProcWatch:
 
 
 class Sock:
-    __slots__ = ("conv", "got", "idx", "joined", "slot", "ws")
+    __slots__ = ("conv", "got", "idx", "joined", "slot", "user_id", "ws")
 
     def __init__(self, idx: int, conv: int, slot: int) -> None:
         self.idx = idx
@@ -204,6 +204,7 @@ class Sock:
         self.ws = None
         self.got: set[int] = set()
         self.joined: asyncio.Future | None = None
+        self.user_id = None  # from session:ready (--receipts: skip one's own messages)
 
 
 class Load:
@@ -245,6 +246,10 @@ class Load:
         self.status_failed = 0
         self.errors: dict[str, int] = {}
         self.other_frames = 0
+        # --typing / --receipts
+        self.typing_sent = 0
+        self.receipts_sent = 0
+        self.live_frames: dict[str, int] = {}  # typing:indicator, receipt:update, presence:update
         self.buckets: dict[int, int] = {}
         self.go_ns = 0
         self.stop_ns = 1 << 62
@@ -328,6 +333,8 @@ class Load:
                     message = obj["message"]
                     if str(message.get("conversation")) != conv_id:
                         self.foreign += 1
+                    if self.cfg.receipts and message["sender"]["id"] != s.user_id:
+                        await self.acknowledge(s, message)
                     text = message.get("text") or ""
                 else:
                     text = raw
@@ -383,6 +390,7 @@ class Load:
                 self.status_failed += 1
                 self.count(self.errors, f"status:{(obj.get('error') or {}).get('code')}")
         elif kind == "session:ready":
+            s.user_id = (obj.get("user") or {}).get("id")
             conv = self.conv_id(s.conv)
             await s.ws.send(
                 json.dumps(
@@ -401,11 +409,35 @@ class Load:
                 self.count(self.join_errors, f"error {obj.get('code')}")
                 s.joined.set_result(False)
         else:
+            if kind in ("typing:indicator", "receipt:update", "presence:update"):
+                self.count(self.live_frames, kind)
             self.other_frames += 1
 
     # -- sending
 
+    async def acknowledge(self, s: Sock, message: dict) -> None:
+        """--receipts: as a client showing the conversation, `message:delivered` then
+        `message:read` for every message from someone else."""
+        for kind in ("message:delivered", "message:read"):
+            frame = {"type": kind, "conversation": message["conversation"], "seq": message["seq"]}
+            try:
+                await s.ws.send(json.dumps(frame))
+            except Exception:
+                self.send_errors += 1
+                return
+            self.receipts_sent += 1
+
     async def send_one(self, s: Sock, seq: int) -> asyncio.Future | None:
+        if self.cfg.typing and self.parley:
+            # --typing: as a client does when its user starts typing the message (before
+            # the send timestamp: the server's work on it still counts in the latency).
+            conv = self.conv_id(s.conv)
+            frame = {"type": "typing:start", "conversation": int(conv) if conv.isdigit() else conv}
+            try:
+                await s.ws.send(json.dumps(frame))
+                self.typing_sent += 1
+            except Exception:
+                self.send_errors += 1
         key = s.idx * BIG + seq
         exp = self.joined_per_conv.get(s.conv, 0)
         fut = None
@@ -537,6 +569,13 @@ class Load:
             connect_s, window_s, timed_out, s_before, s_idle, s_go, s_stop, s_end, senders
         )
         res["client_cpu_util"] = r2((cpu_c1 - cpu_c0) / window_s) if senders else None
+        res["live"] = {  # --typing / --receipts: what was sent, and the frames they caused
+            "typing": cfg.typing,
+            "receipts": cfg.receipts,
+            "typing_sent": self.typing_sent,
+            "receipts_sent": self.receipts_sent,
+            "frames": self.live_frames,
+        }
         machine = res["procs"].get("machine")
         if machine:  # busy CPU not explained by the sampled processes: other people's work
             known = sum(v.get("cpu_util") or 0 for k, v in res["procs"].items() if k != "machine")
@@ -679,6 +718,12 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--pg-dsn", default="postgres://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     ap.add_argument("--label", default="")
+    ap.add_argument("--typing", action="store_true", help="parley: typing:start before each send")
+    ap.add_argument(
+        "--receipts",
+        action="store_true",
+        help="parley: message:delivered + message:read for each message from someone else",
+    )
     ap.add_argument("--json-out", help="append the JSON result line to this file")
     cfg = ap.parse_args(argv)
     if cfg.senders is None:

@@ -77,6 +77,7 @@ class _JSONOnly(BaseContentNegotiation):
 class CharacterCardImport(APIView):
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, FormParser]
+    error_statuses = {413}  # see config/schema.py
 
     @extend_schema(
         summary="Import a Character Card (V1/V2 JSON, or PNG with the card embedded)",

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from chat import selectors, services
 from chat.events import ConversationListOut, ConversationOut, MessageOut, MessagePageOut
 from chat.payloads import message_out
+from config.api import StrictCharField
 
 
 class ConversationCreateIn(serializers.Serializer):
@@ -49,14 +50,15 @@ class HistoryQuery(serializers.Serializer):
 
 
 class MessageSendIn(serializers.Serializer):
-    client_id = serializers.CharField(min_length=1, max_length=64, trim_whitespace=False)
+    # Strict strings, as the websocket's `message:send` takes them.
+    client_id = StrictCharField(min_length=1, max_length=64, trim_whitespace=False)
     kind = serializers.ChoiceField(
         choices=["text", "audio", "image", "video", "file"], default="text"
     )
-    text = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False, default=""
+    text = StrictCharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    attachment = serializers.CharField(
+        required=False, allow_null=True, default=None, help_text="id from POST /api/attachments/"
     )
-    attachment = serializers.CharField(required=False, allow_null=True, default=None)
     reply_to = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None)
 
 
@@ -65,6 +67,8 @@ def _dump(obj) -> dict:
 
 
 class ConversationListCreate(APIView):
+    error_statuses = {"post": {404}}  # an unknown character (config/schema.py)
+
     @extend_schema(operation_id="conversations_list", responses={200: ConversationListOut})
     def get(self, request):
         return Response([_dump(c) for c in selectors.conversation_list(user_id=request.user.pk)])
@@ -101,6 +105,9 @@ class ConversationDetail(APIView):
 
 
 class ConversationMessages(APIView):
+    # Sending is rate limited (and, with quotas, metered) in the service: 429.
+    error_statuses = {"post": {429}}  # see config/schema.py
+
     @extend_schema(
         parameters=[
             OpenApiParameter("before", int, description="newest `limit` messages below this seq"),
@@ -148,6 +155,27 @@ class ConversationCharacters(APIView):
             user=request.user,
             conversation_id=conversation_id,
             slug=data.validated_data["character"],
+        )
+        body = selectors.conversation_get(user_id=request.user.pk, conversation_id=conversation_id)
+        return Response(_dump(body))
+
+
+class ReadIn(serializers.Serializer):
+    seq = serializers.IntegerField(
+        min_value=0, max_value=2**63 - 1, help_text="everything up to this seq was read"
+    )
+
+
+class ConversationRead(APIView):
+    @extend_schema(request=ReadIn, responses={200: ConversationOut})
+    def post(self, request, conversation_id: int):
+        """Read marker: moves forward only (a lower seq changes nothing), never past the
+        last message; read implies delivered. Answers with the conversation (its
+        `read_seq` and `unread_count` updated)."""
+        data = ReadIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.receipt_mark(
+            user=request.user, conversation_id=conversation_id, read_seq=data.validated_data["seq"]
         )
         body = selectors.conversation_get(user_id=request.user.pk, conversation_id=conversation_id)
         return Response(_dump(body))

@@ -6,6 +6,7 @@ never reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from asgiref.sync import async_to_sync
@@ -47,21 +48,48 @@ def conversation_send(*, conversation_id: int, frame: Frame, seq: int | None = N
     )
 
 
-async def aconversation_send(*, conversation_id: int, frame: Frame) -> None:
-    """`conversation_send` for async code (streaming), for frames without a seq."""
-    await get_channel_layer().group_send(
-        conversation_group(conversation_id),
-        {
-            "type": FRAME_EVENT,
-            "conversation": conversation_id,
-            "seq": None,
-            "text": frame.to_text(),
-        },
-    )
+async def aconversation_send(
+    *, conversation_id: int, frame: Frame, exclude_user: int | None = None
+) -> None:
+    """`conversation_send` for async code (streaming), for frames without a seq. With
+    `exclude_user`, that user's own sockets drop the frame (typing indicators)."""
+    event = {
+        "type": FRAME_EVENT,
+        "conversation": conversation_id,
+        "seq": None,
+        "text": frame.to_text(),
+    }
+    if exclude_user is not None:
+        event["exclude_user"] = exclude_user
+    await get_channel_layer().group_send(conversation_group(conversation_id), event)
 
 
 def frame_on_commit(*, conversation_id: int, frame: Frame) -> None:
     transaction.on_commit(partial(conversation_send, conversation_id=conversation_id, frame=frame))
+
+
+def frames_on_commit(items: list[tuple[int, Frame]]) -> None:
+    """Many (conversation id, frame) pairs, sent concurrently by one task on commit
+    (receipts: one flush moves many members' markers)."""
+    if items:
+        transaction.on_commit(partial(_many_send, items))
+
+
+def _many_send(items: list[tuple[int, Frame]]) -> None:
+    events = [
+        (
+            conversation_group(cid),
+            {"type": FRAME_EVENT, "conversation": cid, "seq": None, "text": frame.to_text()},
+        )
+        for cid, frame in items
+    ]
+    if not submit(_agroup_send_many, events):
+        async_to_sync(_agroup_send_many)(events)
+
+
+async def _agroup_send_many(events: list[tuple[str, dict]]) -> None:
+    layer = get_channel_layer()
+    await asyncio.gather(*(layer.group_send(group, event) for group, event in events))
 
 
 def message_updated_on_commit(message: Message) -> None:
@@ -86,6 +114,14 @@ def user_send(*, user_id: int, frame: Frame) -> None:
 
 def user_frame_on_commit(*, user_id: int, frame: Frame) -> None:
     transaction.on_commit(partial(user_send, user_id=user_id, frame=frame))
+
+
+async def ausers_send(*, user_ids: list[int], frame: Frame) -> None:
+    """Send one frame to every socket of each user (presence): encoded once, one
+    publish per user, concurrently."""
+    layer = get_channel_layer()
+    event = {"type": USER_FRAME_EVENT, "text": frame.to_text()}
+    await asyncio.gather(*(layer.group_send(user_group(uid), event) for uid in user_ids))
 
 
 def user_disconnect_on_commit(*, user_id: int, code: int) -> None:

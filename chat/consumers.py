@@ -18,7 +18,7 @@ from django.utils import timezone
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from chat import inbound, selectors, services
+from chat import inbound, presence, selectors, services
 from chat.auth import CLOSE_UNAUTHENTICATED, seconds_left
 from chat.broadcast import conversation_group, user_group
 from chat.connections import registry
@@ -35,6 +35,9 @@ from chat.events import (
     SessionUser,
 )
 from chat.payloads import message_out
+from chat.receipts import batcher as receipt_batcher
+from chat.services import ReceiptMark
+from chat.typists import relay as typing_relay
 from config.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -93,11 +96,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 server_time=timezone.now(),
             )
         )
+        await presence.tracker.socket_opened(self)
 
     async def disconnect(self, code: int) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
         registry.discard(self)
+        await typing_relay.socket_closed(self)
+        await receipt_batcher.socket_closed(self.user.pk)
+        await presence.tracker.socket_closed(self)
         for conversation_id in list(self.cursors):
             await self.channel_layer.group_discard(
                 conversation_group(conversation_id), self.channel_name
@@ -209,6 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_frame(joined)
 
     async def on_leave(self, frame: inbound.ConversationLeave) -> None:
+        await typing_relay.stop(self, frame.conversation)
         if self.cursors.pop(frame.conversation, None) is not None:
             await self.channel_layer.group_discard(
                 conversation_group(frame.conversation), self.channel_name
@@ -244,17 +252,54 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             raise ApplicationError("not_found", "No reply is being generated.")
         # The reply answers with message:update (status "stopped") when it has stopped.
 
+    async def _member_of(self, conversation_id: int) -> None:
+        """Membership is known for a joined conversation; else ask (`not_found`)."""
+        if conversation_id not in self.cursors:
+            await db_sync_to_async(selectors.membership_get)(
+                user_id=self.user.pk, conversation_id=conversation_id
+            )
+
+    async def on_receipt(self, frame: inbound.Receipt) -> None:
+        # Written in batches (chat/receipts.py); `receipt:update` answers if it moved.
+        await self._member_of(frame.conversation)
+        read = frame.type == "message:read"
+        receipt_batcher.add(
+            ReceiptMark(
+                conversation_id=frame.conversation,
+                user_id=self.user.pk,
+                user_name=self.user.name,
+                delivered_seq=0 if read else frame.seq,
+                read_seq=frame.seq if read else 0,
+            )
+        )
+
+    async def on_typing(self, frame: inbound.Typing) -> None:
+        if frame.type == "typing:stop":
+            return await typing_relay.stop(self, frame.conversation)
+        await self._member_of(frame.conversation)
+        await typing_relay.start(self, frame.conversation)
+
+    async def on_presence(self, frame: inbound.PresenceSet) -> None:
+        await presence.tracker.status_set(self, frame.status)
+
     HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
         "ping": on_ping,
         "conversation:join": on_join,
         "conversation:leave": on_leave,
         "message:send": on_send,
         "generation:stop": on_stop,
+        "message:delivered": on_receipt,
+        "message:read": on_receipt,
+        "typing:start": on_typing,
+        "typing:stop": on_typing,
+        "presence:set": on_presence,
     }
 
     # --- Channel layer events
 
     async def parley_frame(self, event: dict) -> None:
+        if event.get("exclude_user") == self.user.pk:
+            return  # about this user, for the others (typing)
         conversation_id = event["conversation"]
         cursor = self.cursors.get(conversation_id)
         if cursor is None:
@@ -287,6 +332,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def parley_close(self, event: dict) -> None:
         await self.close(code=event["code"])
+
+    async def parley_user_frame(self, event: dict) -> None:
+        # Frames about the user rather than one conversation (usage:update, presence).
+        await self.send(text_data=event["text"])
 
     # --- Outbound
 

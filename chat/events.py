@@ -51,6 +51,8 @@ class AttachmentOut(Schema):
     width: int | None = None
     height: int | None = None
     waveform: list[float] | None = None
+    # Added to the contract: the uploader's file name (cleaned; "" if none), for `file`.
+    name: str = ""
 
 
 class MessageOut(Schema):
@@ -99,6 +101,29 @@ class ErrorOut(Schema):
     message: str
 
 
+class UsageOut(Schema):
+    """A user's quota for one character and kind (usage app): `limit` and `remaining`
+    are null when unlimited; `level` is `warning` from 80 % used, `exhausted` at it."""
+
+    character: str
+    kind: Literal["text", "audio", "media"]
+    used: int
+    limit: int | None
+    remaining: int | None
+    period: Literal["day", "month"]
+    resets_at: datetime
+    level: Literal["ok", "warning", "exhausted"]
+
+
+class PresenceOut(Schema):
+    """A user's presence (`presence:update` without its `type`). `last_seen`: when the
+    status last changed (for `offline`, when the last socket went); null if never seen."""
+
+    user: UserRef
+    status: Literal["online", "away", "offline"]
+    last_seen: datetime | None = None
+
+
 # --- Frames (contract section 3)
 
 
@@ -127,7 +152,10 @@ class ConversationJoined(Frame):
     read_seq: int
     messages: list[MessageOut]
     gap: bool
-    usage: list[dict[str, Any]] = Field(default_factory=list)
+    usage: list[UsageOut] = Field(default_factory=list)
+    # Added to the contract: the current presence of the other members, characters
+    # included (always online), so a client needs no separate request after a join.
+    presence: list[PresenceOut] = Field(default_factory=list)
 
 
 class ConversationLeft(Frame):
@@ -182,6 +210,20 @@ class ReceiptUpdate(Frame):
     read_seq: int
 
 
+class PresenceUpdate(Frame):
+    type: Literal["presence:update"] = "presence:update"
+    user: UserRef
+    status: Literal["online", "away", "offline"]
+    last_seen: datetime | None
+
+
+class UsageUpdate(Frame, UsageOut):
+    """A usage object as a frame, to every socket of the user: after each charge,
+    and when staff change the user's plan or reset counters."""
+
+    type: Literal["usage:update"] = "usage:update"
+
+
 class ErrorFrame(Frame):
     type: Literal["error"] = "error"
     code: str
@@ -199,4 +241,8 @@ class MessagePageOut(Schema):
 
 
 class ConversationListOut(RootModel[list[ConversationOut]]):
+    pass
+
+
+class UsageListOut(RootModel[list[UsageOut]]):
     pass

@@ -82,12 +82,35 @@ class GenerationStop(Inbound):
     conversation: Id
 
 
+class Receipt(Inbound):
+    """`message:delivered` / `message:read`: everything up to `seq` arrived / was read."""
+
+    type: Literal["message:delivered", "message:read"]
+    conversation: Id
+    seq: Seq
+
+
+class Typing(Inbound):
+    type: Literal["typing:start", "typing:stop"]
+    conversation: Id
+
+
+class PresenceSet(Inbound):
+    type: Literal["presence:set"]
+    status: Literal["online", "away"]
+
+
 INBOUND: dict[str, type[Inbound]] = {
     "ping": Ping,
     "conversation:join": ConversationJoin,
     "conversation:leave": ConversationLeave,
     "message:send": MessageSend,
     "generation:stop": GenerationStop,
+    "message:delivered": Receipt,
+    "message:read": Receipt,
+    "typing:start": Typing,
+    "typing:stop": Typing,
+    "presence:set": PresenceSet,
 }
 
 

@@ -1,6 +1,10 @@
+import secrets
+from pathlib import PurePosixPath
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Conversation(models.Model):
@@ -228,3 +232,43 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.value:+d} on message {self.message_id}"
+
+
+def attachment_upload_to(instance: "Attachment", filename: str) -> str:
+    """A random name: nothing of the uploader's file name reaches the storage, and no
+    name can be guessed. The extension is the sniffed type's (see chat/sniff.py)."""
+    suffix = PurePosixPath(filename).suffix.lower()[:8]
+    return f"attachments/{timezone.now():%Y/%m}/{secrets.token_urlsafe(18)}{suffix}"
+
+
+class Attachment(models.Model):
+    """An uploaded file. It belongs to its uploader until a message carries it (once);
+    from then on it is served to the members of that message's conversation."""
+
+    class Kind(models.TextChoices):
+        AUDIO = "audio"
+        IMAGE = "image"
+        VIDEO = "video"
+        FILE = "file"
+
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    file = models.FileField(upload_to=attachment_upload_to, max_length=200)
+    # The uploader's file name, cleaned (shown for `file` attachments); never a path.
+    name = models.CharField(max_length=200, blank=True)
+    content_type = models.CharField(max_length=100)  # sniffed from the content
+    size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    waveform = models.JSONField(null=True, blank=True)  # ~64 peaks in 0..1 (audio)
+    # Set, once, by the message that carries it (chat.attachments.attachment_claim).
+    message = models.OneToOneField(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachment"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.pk}"

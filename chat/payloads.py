@@ -3,8 +3,11 @@ objects of `chat.events`, used by REST responses and websocket frames alike."""
 
 from __future__ import annotations
 
-from chat.events import ConversationOut, MemberOut, MessageOut, Sender
-from chat.models import Conversation, Message
+from django.core.exceptions import ObjectDoesNotExist
+from django.urls import reverse
+
+from chat.events import AttachmentOut, ConversationOut, MemberOut, MessageOut, Sender
+from chat.models import Attachment, Conversation, Message
 
 SYSTEM_SENDER = Sender(type="system", id=None, name="Parley", avatar=None)
 
@@ -22,8 +25,36 @@ def sender_of(message: Message) -> Sender:
     return SYSTEM_SENDER
 
 
+def attachment_out(attachment: Attachment) -> AttachmentOut:
+    return AttachmentOut(
+        id=attachment.pk,
+        kind=attachment.kind,
+        # Relative: the same object goes to every client, whatever host it used.
+        url=reverse("attachment-file", kwargs={"attachment_id": attachment.pk}),
+        content_type=attachment.content_type,
+        size=attachment.size,
+        duration_s=attachment.duration_s,
+        width=attachment.width,
+        height=attachment.height,
+        waveform=attachment.waveform,
+        name=attachment.name,
+    )
+
+
+def _attachment_of(message: Message) -> AttachmentOut | None:
+    """Only messages of an attachment kind can have one, so text messages never touch
+    the relation (loaded by `selectors.messages_qs`, set by `attachment_claim`)."""
+    if message.kind not in Attachment.Kind.values or message.deleted_at is not None:
+        return None
+    try:
+        return attachment_out(message.attachment)
+    except ObjectDoesNotExist:
+        return None
+
+
 def message_out(message: Message) -> MessageOut:
-    """Needs `sender_user` and `sender_character` loaded (see selectors)."""
+    """Needs `sender_user`, `sender_character` and, for attachment kinds, `attachment`
+    loaded (see selectors)."""
     deleted = message.deleted_at is not None
     return MessageOut(
         id=message.pk,
@@ -35,6 +66,7 @@ def message_out(message: Message) -> MessageOut:
         kind=message.kind,
         text="" if deleted else message.text,
         html="" if deleted else message.html,
+        attachment=_attachment_of(message),
         reply_to=message.reply_to_id,
         status=message.status,
         created_at=message.created_at,

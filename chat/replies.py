@@ -69,6 +69,25 @@ def characters_addressed(
     conversation; in a group, those @mentioned or replied to."""
     if not settings.PARLEY_CHARACTER_REPLIES:
         return []
+    return characters_spoken_to(
+        conversation_id=conversation_id,
+        kind=kind,
+        character_id=character_id,
+        text=text,
+        reply_to_id=reply_to_id,
+    )
+
+
+def characters_spoken_to(
+    *,
+    conversation_id: int,
+    kind: str,
+    character_id: int | None,
+    text: str,
+    reply_to_id: int | None,
+) -> list[int]:
+    """`characters_addressed`, whether or not replies are on (usage quotas charge the
+    characters a message speaks to)."""
     if kind == Conversation.Kind.CHARACTER:
         return [character_id] if character_id else []
     slugs = {m.lower() for m in _MENTION.findall(text)}
@@ -140,17 +159,17 @@ def _pending(conversation: Conversation, character: Character, since: int) -> li
     )
     if conversation.kind == Conversation.Kind.CHARACTER:
         return waiting
+    # In a group: those that @mention the character or reply to it (one query).
+    replied = set(
+        Message.objects.filter(
+            pk__in=[m.reply_to_id for m in waiting if m.reply_to_id], sender_character=character
+        ).values_list("pk", flat=True)
+    )
     return [
         m
         for m in waiting
-        if character.pk
-        in characters_addressed(
-            conversation_id=conversation.pk,
-            kind=conversation.kind,
-            character_id=None,
-            text=m.text,
-            reply_to_id=m.reply_to_id,
-        )
+        if m.reply_to_id in replied
+        or character.slug in {s.lower() for s in _MENTION.findall(m.text)}
     ]
 
 

@@ -14,7 +14,8 @@ from config.errors import ApplicationError
 
 
 def messages_qs() -> QuerySet[Message]:
-    return Message.objects.select_related("sender_user", "sender_character")
+    # `attachment`: a LEFT JOIN on a unique key, so message_out needs no query per row.
+    return Message.objects.select_related("sender_user", "sender_character", "attachment")
 
 
 def membership_get(*, user_id: int, conversation_id: int) -> Membership:
@@ -162,3 +163,15 @@ def receipts_of(*, conversation_id: int, exclude_user_id: int | None = None) -> 
         }
         for uid, username, display_name, delivered, read in rows
     ]
+
+
+def co_member_ids(*, user_id: int) -> list[int]:
+    """Everyone who shares a conversation with the user, the user excluded: one query
+    (the audience of the user's `presence:update`)."""
+    shared = Membership.objects.filter(user_id=user_id).values("conversation_id")
+    return list(
+        Membership.objects.filter(conversation_id__in=shared)
+        .exclude(user_id=user_id)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )

@@ -7,18 +7,21 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import User
 from characters.models import Character
 from characters.selectors import character_get_public
-from chat import replies, selectors
-from chat.broadcast import message_created_on_commit
-from chat.events import ConversationJoined
+from chat import attachments, presence, ratelimit, replies, selectors
+from chat.broadcast import frames_on_commit, message_created_on_commit
+from chat.events import ConversationJoined, ReceiptUpdate, UserRef
 from chat.models import Conversation, ConversationCharacter, Membership, Message
 from chat.payloads import message_out
 from chat.rendering import render_markdown
 from config.errors import ApplicationError
+from usage import selectors as usage_selectors
+from usage import services as usage_services
 
 # --- Conversations
 
@@ -134,7 +137,13 @@ def conversation_join(
     # last_seq of the snapshot: the socket ignores broadcasts at or below it.
     last_seq = max(conv.last_seq, messages[-1].seq if messages else 0)
     return ConversationJoined(
-        conversation=conv, last_seq=last_seq, read_seq=conv.read_seq, messages=messages, gap=gap
+        conversation=conv,
+        last_seq=last_seq,
+        read_seq=conv.read_seq,
+        messages=messages,
+        gap=gap,
+        usage=usage_selectors.usage_for_conversation(user=user, conversation=conv),
+        presence=presence.conversation_presence(conversation=conv, viewer_id=user.pk),
     )
 
 
@@ -216,9 +225,16 @@ def message_post(
     """Validate, authorize, persist and broadcast a user's message. Idempotent on
     `client_id`: a retry returns the stored message and broadcasts nothing."""
     _validate_client_id(client_id)
-    if kind != Message.Kind.TEXT or attachment_id is not None:
-        raise ApplicationError("bad_request", "Attachments are not supported by this server yet.")
-    _validate_text(text, required=True)
+    attachment = attachments.attachment_for_send(
+        user=user,
+        attachment_id=attachment_id,
+        kind=kind,
+        conversation_id=conversation_id,
+        client_id=client_id,
+    )
+    _validate_text(text, required=attachment is None)  # with an attachment: a caption
+    if (retry_after := ratelimit.send_retry_after(user_id=user.pk)) is not None:
+        return _rate_limited(user, conversation_id, client_id, retry_after)
     if (
         reply_to_id is not None
         and not Message.objects.filter(pk=reply_to_id, conversation_id=conversation_id).exists()
@@ -244,7 +260,14 @@ def message_post(
                 reply_to_id=reply_to_id,
             )
             message.save(force_insert=True)
+            if attachment is not None:
+                attachments.attachment_claim(attachment=attachment, message=message)
             message_created_on_commit(message)
+            # After the INSERT, so that a retried client_id has failed on it already and
+            # is never charged twice; a refusal rolls all of this back.
+            usage_services.usage_charge_message(
+                message=message, conversation_kind=conversation_kind, character_id=character_id
+            )
             replies.replies_request_on_commit(
                 conversation_id=conversation_id,
                 character_ids=replies.characters_addressed(
@@ -255,6 +278,9 @@ def message_post(
                     reply_to_id=reply_to_id,
                 ),
             )
+    except usage_services.QuotaExceeded as refused:
+        usage_services.usage_refusal_record(refused=refused)  # the upgrade prompt, once
+        raise
     except IntegrityError:
         # The client_id is taken: this is a retry. The seq we took rolled back with it.
         existing = (
@@ -266,6 +292,23 @@ def message_post(
             raise
         return PostResult(message=existing, created=False)
     return PostResult(message=message, created=True)
+
+
+def _rate_limited(user: User, conversation_id: int, client_id: str, retry_after: int) -> PostResult:
+    """Over the `send` rate: a retry of a stored message still gets it (guarantee 2);
+    anything else is `rate_limited`."""
+    stored = (
+        selectors.messages_qs()
+        .filter(conversation_id=conversation_id, sender_user=user, client_id=client_id)
+        .first()
+    )
+    if stored is None:
+        raise ApplicationError(
+            "rate_limited",
+            f"Too many messages: try again in {retry_after} s.",
+            details={"retry_after": retry_after},
+        )
+    return PostResult(message=stored, created=False)
 
 
 def _character_message_create(
@@ -290,3 +333,143 @@ def generation_stop(*, user: User, conversation_id: int) -> int | None:
     partial text is kept. The reply's id, or None if nothing was streaming."""
     selectors.membership_get(user_id=user.pk, conversation_id=conversation_id)
     return replies.reply_stop(conversation_id=conversation_id)
+
+
+# --- Receipts
+
+
+@dataclass(frozen=True)
+class ReceiptMark:
+    """What a member reports: everything up to `delivered_seq` arrived, everything up to
+    `read_seq` was read (0: nothing new)."""
+
+    conversation_id: int
+    user_id: int
+    user_name: str
+    delivered_seq: int = 0
+    read_seq: int = 0
+
+
+def receipt_mark(
+    *, user: User, conversation_id: int, delivered_seq: int = 0, read_seq: int = 0
+) -> None:
+    """One member's markers, written at once (REST `POST .../read/`); `not_found` for a
+    non-member."""
+    selectors.membership_get(user_id=user.pk, conversation_id=conversation_id)
+    receipts_apply(
+        marks=[
+            ReceiptMark(
+                conversation_id=conversation_id,
+                user_id=user.pk,
+                user_name=user.name,
+                delivered_seq=delivered_seq,
+                read_seq=read_seq,
+            )
+        ]
+    )
+
+
+def receipts_apply(*, marks: list[ReceiptMark]) -> list[ReceiptUpdate]:
+    """Move members' markers forward: never back, never past the conversation's last
+    seq; read implies delivered. Any number of marks costs one statement on PostgreSQL.
+    Each member whose markers moved gets a `receipt:update` to the conversation on
+    commit. Marks of non-members match no row (callers check membership first)."""
+    wanted: dict[tuple[int, int], ReceiptMark] = {}
+    for mark in marks:
+        key = (mark.conversation_id, mark.user_id)
+        old = wanted.get(key, mark)
+        wanted[key] = ReceiptMark(
+            conversation_id=mark.conversation_id,
+            user_id=mark.user_id,
+            user_name=mark.user_name,
+            # read implies delivered
+            delivered_seq=max(old.delivered_seq, mark.delivered_seq, old.read_seq, mark.read_seq),
+            read_seq=max(old.read_seq, mark.read_seq),
+        )
+    if not wanted:
+        return []
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            moved = _markers_move(list(wanted.values()))
+        else:
+            moved = _markers_move_portable(list(wanted.values()))
+        frames = [
+            ReceiptUpdate(
+                conversation=conversation_id,
+                user=UserRef(
+                    id=user_id, name=wanted[(conversation_id, user_id)].user_name, type="user"
+                ),
+                delivered_seq=delivered,
+                read_seq=read,
+            )
+            for conversation_id, user_id, delivered, read in moved
+        ]
+        frames_on_commit([(frame.conversation, frame) for frame in frames])
+    return frames
+
+
+# Lock the rows to move in id order (concurrent batches cannot deadlock), then move
+# them, in one statement; the marks come as four arrays, so the statement is the same
+# for any number of them (no per-row SQL to build).
+_MOVE_MARKERS = f"""
+    WITH wanted AS (
+        SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+            AS w(conversation_id, user_id, delivered_seq, read_seq)
+    ), target AS (
+        SELECT m.id,
+               LEAST(w.delivered_seq, c.last_seq) AS delivered_seq,
+               LEAST(w.read_seq, c.last_seq) AS read_seq
+        FROM {Membership._meta.db_table} m
+        JOIN wanted w ON w.conversation_id = m.conversation_id AND w.user_id = m.user_id
+        JOIN {Conversation._meta.db_table} c ON c.id = m.conversation_id
+        WHERE m.delivered_seq < LEAST(w.delivered_seq, c.last_seq)
+           OR m.read_seq < LEAST(w.read_seq, c.last_seq)
+        ORDER BY m.id
+        FOR UPDATE OF m
+    )
+    UPDATE {Membership._meta.db_table} m
+    SET delivered_seq = GREATEST(m.delivered_seq, target.delivered_seq),
+        read_seq = GREATEST(m.read_seq, target.read_seq)
+    FROM target WHERE m.id = target.id
+    RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq
+"""
+
+
+def _markers_move(marks: list[ReceiptMark]) -> list[tuple[int, int, int, int]]:
+    """(conversation, user, delivered_seq, read_seq) of each membership that moved."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MOVE_MARKERS,
+            [
+                [m.conversation_id for m in marks],
+                [m.user_id for m in marks],
+                [m.delivered_seq for m in marks],
+                [m.read_seq for m in marks],
+            ],
+        )
+        return cursor.fetchall()
+
+
+def _markers_move_portable(marks: list[ReceiptMark]) -> list[tuple[int, int, int, int]]:
+    """`_markers_move` for other databases (SQLite on a bare machine): the same rules
+    through the ORM, slower (Python-built queries; SQLite serializes writers)."""
+    match = Q()
+    for mark in marks:
+        match |= Q(conversation_id=mark.conversation_id, user_id=mark.user_id)
+    wanted = {(m.conversation_id, m.user_id): m for m in marks}
+    rows = (
+        Membership.objects.select_for_update(of=("self",))
+        .filter(match)
+        .annotate(last_seq=F("conversation__last_seq"))
+        .order_by("pk")
+    )
+    moved = []
+    for row in rows:
+        mark = wanted[(row.conversation_id, row.user_id)]
+        delivered = max(row.delivered_seq, min(mark.delivered_seq, row.last_seq))
+        read = max(row.read_seq, min(mark.read_seq, row.last_seq))
+        if (delivered, read) != (row.delivered_seq, row.read_seq):
+            row.delivered_seq, row.read_seq = delivered, read
+            moved.append(row)
+    Membership.objects.bulk_update(moved, ["delivered_seq", "read_seq"], batch_size=500)
+    return [(m.conversation_id, m.user_id, m.delivered_seq, m.read_seq) for m in moved]

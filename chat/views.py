@@ -7,7 +7,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from characters.llm import get_provider
 from characters.selectors import (
@@ -15,8 +16,9 @@ from characters.selectors import (
     character_list_public,
     characters_by_slug,
 )
-from chat import selectors, services
+from chat import presence, selectors, services
 from chat.events import ConversationOut
+from chat.forms import GroupForm
 from config.errors import ApplicationError
 
 
@@ -34,18 +36,52 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def conversations(request: HttpRequest) -> HttpResponse:
+def conversations(request: HttpRequest, group_form: GroupForm | None = None) -> HttpResponse:
     rows = selectors.conversation_list(user_id=request.user.pk)
     characters = characters_by_slug(slugs={c.character for c in rows if c.character})
+    people = {m.id for c in rows if c.kind == "group" for m in c.members} - {request.user.pk}
+    states = presence.tracker.store().snapshot(sorted(people)) if people else {}
     return render(
         request,
         "chat/conversations.html",
         {
             "rows": [
-                {"conversation": c, "character": characters.get(c.character or "")} for c in rows
-            ]
+                {
+                    "conversation": c,
+                    "character": characters.get(c.character or ""),
+                    "presence": _group_presence(c, states, me=request.user.pk),
+                }
+                for c in rows
+            ],
+            "group_form": group_form or GroupForm(),
         },
+        status=400 if group_form is not None else 200,
     )
+
+
+def _group_presence(conversation: ConversationOut, states: dict, *, me: int) -> str:
+    """A group's dot: online if anyone else is, else away if anyone is, else offline."""
+    found = {states[m.id][0] for m in conversation.members if m.id != me and m.id in states}
+    return next((s for s in ("online", "away") if s in found), "offline")
+
+
+@login_required
+@require_POST
+def conversation_new(request: HttpRequest) -> HttpResponse:
+    """Create a group from the conversation list's form, then open it."""
+    form = GroupForm(request.POST)
+    if form.is_valid():
+        try:
+            conversation = services.conversation_create_group(
+                creator=request.user,
+                title=form.cleaned_data["title"],
+                member_usernames=form.cleaned_data["members"],
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            return redirect("chat-conversation", conversation_id=conversation.pk)
+    return conversations(request, group_form=form)
 
 
 @login_required
@@ -74,7 +110,9 @@ def _chat_page(request: HttpRequest, conversation_id: int) -> HttpResponse:
         # A non-member learns nothing, not even whether the conversation exists.
         raise Http404("No such conversation.") from error
     conversation = joined.conversation
-    character = character_get_public(slug=conversation.character) if conversation.character else None
+    character = (
+        character_get_public(slug=conversation.character) if conversation.character else None
+    )
     user = request.user
     initial = {
         "me": {"id": user.pk, "username": user.username, "name": user.name},

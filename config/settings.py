@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "accounts",
     "characters",
     "chat",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -159,7 +160,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The API speaks JSON (contract section 6); uploads declare MultiPartParser themselves.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # drf-spectacular's, plus the `Error` body under each status an operation can answer.
+    "DEFAULT_SCHEMA_CLASS": "config.schema.ParleyAutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "auth": os.environ.get("THROTTLE_AUTH", "20/min"),
@@ -201,7 +206,7 @@ USE_TZ = True
 
 # --- Static and media files
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
@@ -211,7 +216,9 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            # whitenoise's compressed manifest storage, also rewriting ES module imports
+            # to the hashed names (config/storage.py)
+            else "config.storage.StaticStorage"
         )
     },
 }
@@ -273,6 +280,8 @@ PARLEY_REPLY_STALE_S = env_int("PARLEY_REPLY_STALE_S", 60)  # a silent reply is 
 PARLEY_CONTEXT_MAX_MESSAGES = env_int("PARLEY_CONTEXT_MAX_MESSAGES", 400)
 # Largest character card (JSON or PNG) accepted for import.
 PARLEY_CARD_MAX_BYTES = env_int("PARLEY_CARD_MAX_BYTES", 5 * 1024 * 1024)
+# Usage quotas (usage/): off, messages are not metered and carry no usage objects.
+PARLEY_USAGE_METERING = env_bool("PARLEY_USAGE_METERING", True)
 # Attachments (chat/attachments.py): the largest upload per kind, after sniffing.
 PARLEY_ATTACHMENT_MAX_BYTES = {
     "image": env_int("PARLEY_MAX_IMAGE_BYTES", 10 * 1024 * 1024),
@@ -319,8 +328,9 @@ PARLEY_OFFLINE_WORDS_PER_S = env_float("PARLEY_OFFLINE_WORDS_PER_S", 12.0)
 # The SDK's HTTP client logs every request at INFO.
 LOGGING["loggers"].update({name: {"level": "WARNING"} for name in ("httpx", "httpx2")})
 
-# --- Live signals: typing (chat/typing.py), receipts (chat/receipts.py), presence
+# --- Live signals: typing (chat/typists.py), receipts (chat/receipts.py), presence
 # (chat/presence.py). Seconds unless named otherwise.
+PARLEY_PRESENCE = env_bool("PARLEY_PRESENCE", True)  # off: no presence kept or sent
 PARLEY_TYPING_TIMEOUT_S = env_float("PARLEY_TYPING_TIMEOUT_S", 6.0)  # silence ends typing
 PARLEY_TYPING_RELAY_S = env_float("PARLEY_TYPING_RELAY_S", 3.0)  # re-relay a start at most
 # Receipt markers are written per server process in one transaction at most this often.

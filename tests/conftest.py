@@ -140,3 +140,17 @@ def _character_replies(request, settings):
     """Character replies add frames to every send in a character conversation; tests of
     the message path turn them off, tests of replies mark themselves `replies`."""
     settings.PARLEY_CHARACTER_REPLIES = request.node.get_closest_marker("replies") is not None
+
+
+@pytest.fixture(autouse=True)
+def _usage_metering(request, settings):
+    """Metering adds `usage:update` frames (and system messages) to sends in character
+    conversations; tests of quotas mark themselves `usage`, the others run without."""
+    settings.PARLEY_USAGE_METERING = request.node.get_closest_marker("usage") is not None
+
+
+@pytest.fixture(autouse=True)
+def _presence(request, settings):
+    """Presence adds `presence:update` frames whenever a co-member's socket opens or
+    closes; tests of presence mark themselves `presence`, the others run without."""
+    settings.PARLEY_PRESENCE = request.node.get_closest_marker("presence") is not None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from html import unescape
+
 from django import template
+from django.utils.html import strip_tags
 
 register = template.Library()
 
@@ -39,14 +42,22 @@ def preview(message, user) -> str:
     """One line about a conversation's last message, for the conversation list."""
     if message is None:
         return "No messages yet"
-    if message.deleted:
-        body = "Message deleted"
-    elif message.status == "streaming" and not message.text:
-        body = "is typing…"
-    else:
-        body = KIND_LABELS.get(message.kind, "")
-        text = " ".join(message.text.split())
-        body = f"{body}: {text}" if body and text else body or text
     mine = message.sender.type == "user" and message.sender.id == getattr(user, "pk", None)
     who = "You" if mine else message.sender.name
+    if message.status == "streaming" and not message.text:
+        return f"{who} is typing…"
+    if message.deleted:
+        body = "Message deleted"
+    else:
+        # The rendered text without its markup (no stray ** or #).
+        text = " ".join(unescape(strip_tags(message.html or "")).split()) or message.text
+        label = KIND_LABELS.get(message.kind, "")
+        body = f"{label}: {text}" if label and text else label or text
     return f"{who}: {body}"
+
+
+@register.filter
+def others(members, user) -> str:
+    """The other members' names: "Alice, Bob"."""
+    pk = getattr(user, "pk", None)
+    return ", ".join(m.display_name or m.username for m in members if m.id != pk)

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class UsageConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "usage"
+    verbose_name = "Usage quotas"
+
+    def ready(self) -> None:
+        from usage import signals  # noqa: F401
