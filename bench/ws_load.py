@@ -114,13 +114,14 @@ class PgBackends:
     0.5 s from pg_stat_activity, so that backends replaced during the run (CONN_MAX_AGE)
     still count, and other databases' backends (other people's tests) do not."""
 
-    def __init__(self, dsn: str, db: str) -> None:
+    def __init__(self, dsn: str, db: str, renice: int | None = None) -> None:
         import threading
 
         import psycopg
 
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.db = db
+        self.renice = renice  # give the backends of our database this nice value
         self.cpu: dict[int, float] = {}  # pid -> last seen CPU seconds
         self.rss: dict[int, int] = {}
         self.lock = threading.Lock()
@@ -134,6 +135,9 @@ class PgBackends:
         ).fetchall()
         live = set()
         for (pid,) in rows:
+            if self.renice is not None and pid not in self.cpu:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, pid, self.renice)
             s = _stat(pid, children=False)
             if s:
                 with self.lock:
@@ -716,6 +720,7 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--comm", action="append", default=[], help="NAME=COMM: all such processes")
     ap.add_argument("--pg-db", help="also sample the PostgreSQL backends of this database")
     ap.add_argument("--pg-dsn", default="postgres://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--renice-pg", type=int, help="nice value for those backends (root)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     ap.add_argument("--label", default="")
     ap.add_argument("--typing", action="store_true", help="parley: typing:start before each send")
@@ -776,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in cfg.comm:
         name, _, comm = spec.partition("=")
         comms[name or comm] = comm
-    pg = PgBackends(cfg.pg_dsn, cfg.pg_db) if cfg.pg_db else None
+    pg = PgBackends(cfg.pg_dsn, cfg.pg_db, cfg.renice_pg) if cfg.pg_db else None
     watch = ProcWatch(pids, comms, pg)
     load = Load(cfg, tokens, conv_ids)
 

@@ -101,9 +101,14 @@ class TypingRelay:
             await self._end(key)
 
     async def _end(self, key: Key) -> None:
+        typist = self._forget(key)
+        if typist is not None:
+            await _relay(key, typist.who, False)
+
+    def _forget(self, key: Key) -> _Typist | None:
         typist = self._typists.pop(key, None)
         if typist is None:
-            return
+            return None
         if typist.timer is not None:
             typist.timer.cancel()
         for consumer in typist.sockets:
@@ -112,10 +117,13 @@ class TypingRelay:
                 keys.discard(key)
                 if not keys:
                     del self._by_socket[consumer]
-        await _relay(key, typist.who, False)
+        return typist
 
     def _expire(self, key: Key) -> None:
-        spawn(self._end, key=key)
+        # Forget at once (a start in the same instant begins a new typing), relay after.
+        typist = self._forget(key)
+        if typist is not None:
+            spawn(_relay, key=key, who=typist.who, is_typing=False)
 
 
 relay = TypingRelay()

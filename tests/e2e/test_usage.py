@@ -4,6 +4,8 @@ text messages a day on the free plan, tests/e2e/seed.py)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -39,10 +41,12 @@ def test_usage_bar_warning_and_upgrade_prompt_at_the_limit(pages, site):
 
     # At the limit: the upgrade prompt, and the input off with the reason.
     expect(prompt).to_be_visible()
-    expect(prompt).to_contain_text("You've reached your limit of messages with Quill")
+    expect(prompt).to_contain_text(f"You have used all {QUOTA_TEXT_LIMIT} text messages today.")
+    expect(prompt).to_contain_text("Resets on")
     expect(prompt.get_by_role("link", name="Upgrade")).to_have_attribute("href", "/upgrade/")
-    reason = page.locator(".composer-reason")
-    expect(reason).to_contain_text(f"You have used all {QUOTA_TEXT_LIMIT} text messages today.")
+    # The prompt is the input's reason (aria-describedby), not repeated under it.
+    expect(composer(page)).to_have_attribute("aria-describedby", re.compile(r"\bquota-text\b"))
+    expect(page.locator(".composer-reason")).to_be_hidden()
     expect(composer(page)).to_have_attribute("readonly", "")
     expect(page.get_by_role("button", name="Send")).to_be_disabled()
 

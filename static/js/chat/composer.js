@@ -209,7 +209,9 @@ export class Composer {
     const off = Boolean(this.blocked);
     const offline = this.caps.online === false;
     const textOff = off || !this.caps.text;
-    const reason = this.blocked || (!this.caps.text ? this.caps.reasons.text || "You cannot send text messages now." : "");
+    // A quota is explained by the upgrade prompt above the composer (caps.explained).
+    const quota = !this.caps.text && !this.caps.explained ? this.caps.reasons.text || "You cannot send text messages now." : "";
+    const reason = this.blocked || quota;
     this.reason.classList.remove("transient");
     this.reason.textContent = reason;
     this.reason.hidden = !reason;

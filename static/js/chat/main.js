@@ -76,8 +76,15 @@ jump.addEventListener("click", () => {
   toBottom();
   markRead();
 });
+// Whether the reader is at the newest message: kept there when the list's box
+// shrinks (an upgrade prompt, a taller composer, an attachment preview).
+let stuck = true;
+new ResizeObserver(() => {
+  if (stuck) toBottom();
+}).observe(scroller);
 scroller.addEventListener("scroll", () => {
-  if (atBottom()) {
+  stuck = atBottom();
+  if (stuck) {
     jump.hidden = true;
     markRead();
   }
@@ -117,6 +124,10 @@ function receiveMany(messages, options) {
 
 function updated(message) {
   if (message.conversation !== id) return;
+  // A change to a message older than what is loaded: history brings it when scrolled to
+  // (inserting it now would leave a hole in the list).
+  const oldest = list.oldestSeq();
+  if (!list.has(message.id) && oldest !== null && message.seq < oldest) return;
   const wasStreaming = list.streamingIds().includes(message.id);
   sticky(() => receive(message));
   if (wasStreaming && message.status !== "streaming") {
@@ -278,20 +289,20 @@ function refreshComposer() {
     caps.reasons.text = sendError.message;
   }
   caps.online = connection.isOpen();
+  caps.explained = showQuotaPrompt(caps);
   composer.setCapabilities(caps);
   composer.setBlocked(blocked);
-  showQuotaPrompt(caps);
   banner.setPending(outbox.queued(id).length);
 }
 
+// At a limit: why, until when, and the way to more. Returns whether it is shown.
 function showQuotaPrompt(caps) {
   const out = ["text", "audio", "media"].filter((kind) => caps[kind] === false);
   quotaPrompt.hidden = out.length === 0;
-  if (!out.length) return;
-  const who = conversation.title;
-  const what = out.map((k) => ({ text: "messages", audio: "voice messages", media: "photos, videos and files" })[k]).join(" and ");
-  const reason = caps.reasons[out[0]] || "";
-  quotaPrompt.querySelector(".quota-text").textContent = `You've reached your limit of ${what} with ${who}. ${reason} Upgrade for more, or come back when it resets.`;
+  if (!out.length) return false;
+  const reasons = out.map((kind) => caps.reasons[kind]).filter(Boolean);
+  quotaPrompt.querySelector(".quota-text").textContent = `${reasons.join(" ")} Upgrade for more, or come back then.`;
+  return true;
 }
 
 usage.addEventListener("change", refreshComposer);

@@ -151,7 +151,7 @@ export class MessageList {
       body.textContent = this.streams.get(message.id).join("");
     } else {
       this.streams.delete(message.id);
-      body.classList.remove("streaming");
+      body.classList.remove("streaming", "plain");
       body.replaceChildren(safeFragment(message.html));
     }
     const media = item.querySelector(".media");
