@@ -298,8 +298,11 @@ class Bench:
         --source HEAD: the last commit; worktree: tracked and untracked (not ignored) files
         as they are now; live: /work/main itself."""
         git = ["git", "-C", str(ROOT)]
-        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        rev = self.a.source if self.a.source not in ("worktree", "live") else "HEAD"
+        head = subprocess.run([*git, "rev-parse", rev], capture_output=True, text=True)
         head = head.stdout.strip()
+        if not head:
+            raise SystemExit(f"--source {rev}: no such commit")
         status = subprocess.run([*git, "status", "--short"], capture_output=True, text=True)
         dirty = [x for x in status.stdout.splitlines() if not x[3:].startswith("bench/")]
         mode = self.a.source
@@ -307,13 +310,13 @@ class Bench:
         if mode == "live":
             self.src = ROOT
             return
-        if mode == "HEAD":
+        if mode not in ("worktree", "live"):  # a commit
             self.source["dirty_files"] = 0
             dest = OUT / f"src-{head[:12]}"
             if not dest.exists():
                 tmp = OUT / f"src-tmp-{self.stamp}"
                 tmp.mkdir(parents=True)
-                archive = subprocess.run([*git, "archive", "HEAD"], capture_output=True, check=True)
+                archive = subprocess.run([*git, "archive", head], capture_output=True, check=True)
                 subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
                 tmp.rename(dest)
         else:
@@ -452,6 +455,7 @@ class Bench:
             raise RuntimeError(f"port {port} is already in use; is another bench running?")
         if kind == "parley":
             env = self.parley_env()
+            env.update(extra)  # a --variant's settings
             cmd = [str(VENV / "bin" / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
             cmd += ["config.asgi:application"]
             cwd = self.src
@@ -637,6 +641,10 @@ class Bench:
         OUT.mkdir(parents=True, exist_ok=True)
         self.logdir.mkdir(parents=True, exist_ok=True)
         raise_nofile()
+        for spec in a.variant:  # NAME:KEY=VALUE,KEY=VALUE -> server "parley[NAME]"
+            vname, _, settings = spec.partition(":")
+            env = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+            SERVERS[f"parley[{vname}]"] = ("parley", 8190, SERVERS["parley"][2], env)
         servers = [s for s in a.servers.split(",") if s]
         scenarios = [s for s in a.scenarios.split(",") if s]
         for s in servers:
@@ -963,9 +971,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="label suffix for Parley runs, e.g. [variant]")
     ap.add_argument(
         "--source",
-        choices=["worktree", "HEAD", "live"],
         default="worktree",
-        help="code under test: a copy of the work tree (default), of HEAD, or /work/main",
+        help="code under test: a copy of the work tree (default), of a commit (HEAD, a sha),"
+        " or 'live' (/work/main itself)",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="also run Parley with these settings as server parley[NAME] (add it to --servers)",
     )
     ap.add_argument("--lock-wait", type=float, default=3600, help="wait for another run, s")
     ap.add_argument(

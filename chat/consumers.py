@@ -270,6 +270,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 user_name=self.user.name,
                 delivered_seq=0 if read else frame.seq,
                 read_seq=frame.seq if read else 0,
+                origin=self.channel_name,
             )
         )
 
@@ -298,8 +299,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- Channel layer events
 
     async def parley_frame(self, event: dict) -> None:
-        if event.get("exclude_user") == self.user.pk:
-            return  # about this user, for the others (typing)
+        if (
+            event.get("exclude_user") == self.user.pk  # typing: for the others only
+            or event.get("exclude_channel") == self.channel_name  # receipts: we sent it
+        ):
+            return
         conversation_id = event["conversation"]
         cursor = self.cursors.get(conversation_id)
         if cursor is None:

@@ -34,6 +34,7 @@ def _merged(old: ReceiptMark | None, new: ReceiptMark) -> ReceiptMark:
         old,
         delivered_seq=max(old.delivered_seq, new.delivered_seq),
         read_seq=max(old.read_seq, new.read_seq),
+        origin=old.origin if old.origin == new.origin else None,
     )
 
 

@@ -348,6 +348,8 @@ class ReceiptMark:
     user_name: str
     delivered_seq: int = 0
     read_seq: int = 0
+    # The socket (channel name) that reported it: it is not sent the update back.
+    origin: str | None = None
 
 
 def receipt_mark(
@@ -385,6 +387,7 @@ def receipts_apply(*, marks: list[ReceiptMark]) -> list[ReceiptUpdate]:
             # read implies delivered
             delivered_seq=max(old.delivered_seq, mark.delivered_seq, old.read_seq, mark.read_seq),
             read_seq=max(old.read_seq, mark.read_seq),
+            origin=mark.origin if old.origin == mark.origin else None,
         )
     if not wanted:
         return []
@@ -404,7 +407,12 @@ def receipts_apply(*, marks: list[ReceiptMark]) -> list[ReceiptUpdate]:
             )
             for conversation_id, user_id, delivered, read in moved
         ]
-        frames_on_commit([(frame.conversation, frame) for frame in frames])
+        frames_on_commit(
+            [
+                (frame.conversation, frame, wanted[(frame.conversation, frame.user.id)].origin)
+                for frame in frames
+            ]
+        )
     return frames
 
 

@@ -271,9 +271,13 @@ async def test_read_marker_moves_forward_only_and_is_broadcast_to_the_members(al
     settings.PARLEY_RECEIPT_FLUSH_MS = 50
     team = await make_group(alice, bob)
     await post(alice, team, 5)
-    async with ws_session(alice) as (sender, _), ws_session(bob) as (reader, _):
-        await join(sender, team)
-        await join(reader, team)
+    async with (
+        ws_session(alice) as (sender, _),
+        ws_session(bob) as (reader, _),
+        ws_session(bob) as (other_device, _),
+    ):
+        for ws in (sender, reader, other_device):
+            await join(ws, team)
         await reader.send_json_to(receipt(team, 3))
         update = await next_of(sender, "receipt:update")
         assert update == {
@@ -283,8 +287,10 @@ async def test_read_marker_moves_forward_only_and_is_broadcast_to_the_members(al
             "delivered_seq": 3,  # read implies delivered
             "read_seq": 3,
         }
-        # The reader's own sockets learn it too (unread badges on other devices).
-        assert (await next_of(reader, "receipt:update"))["read_seq"] == 3
+        # The reader's other devices learn it too (their unread counts); the socket
+        # that reported it is not told back.
+        assert await next_of(other_device, "receipt:update") == update
+        assert of_type(await until_pong(reader), "receipt:update") == []
         assert await markers(bob, team) == (3, 3)
 
         await reader.send_json_to(receipt(team, 2))  # lower: ignored
@@ -422,16 +428,17 @@ async def test_unread_counts_follow_the_read_marker_in_rest_and_on_join(
         return next(c for c in listed.json() if c["id"] == team)["unread_count"]
 
     assert await rest_unread() == 6
-    async with ws_session(bob) as (reader, _):
+    async with ws_session(bob) as (reader, _), ws_session(alice) as (watcher, _):
         joined = await join(reader, team)
+        await join(watcher, team)
         assert (joined["conversation"]["unread_count"], joined["read_seq"]) == (6, 0)
         await reader.send_json_to(receipt(team, 4))
-        await next_of(reader, "receipt:update")
+        await next_of(watcher, "receipt:update")  # written
         assert await rest_unread() == 2
         rejoined = await join(reader, team)
         assert (rejoined["conversation"]["unread_count"], rejoined["read_seq"]) == (2, 4)
         await reader.send_json_to(receipt(team, 8))
-        await next_of(reader, "receipt:update")
+        await next_of(watcher, "receipt:update")
     assert await rest_unread() == 0
 
 
@@ -672,3 +679,25 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp()
+
+
+async def test_a_batch_of_frames_is_published_in_one_pipeline_through_the_redis_layer():
+    """The receipts' batch publish takes the pipelined path with the configured layer
+    (not its one-by-one fallback), and subscribers get every message."""
+    from channels.layers import get_channel_layer
+
+    from chat.broadcast import _publish_pipelined, conversation_group
+
+    layer = get_channel_layer()
+    listener = await layer.new_channel()
+    groups = [conversation_group(900_000 + i) for i in range(3)]
+    for group in groups:
+        await layer.group_add(group, listener)
+    events = [(g, {"type": "parley.frame", "n": i}) for i, g in enumerate(groups)]
+    try:
+        assert await _publish_pipelined(layer, events) is True
+        got = [await asyncio.wait_for(layer.receive(listener), WS_TIMEOUT) for _ in groups]
+        assert sorted(e["n"] for e in got) == [0, 1, 2]
+    finally:
+        for group in groups:
+            await layer.group_discard(group, listener)

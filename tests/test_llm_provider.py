@@ -224,13 +224,15 @@ async def test_retries_back_off(fake_anthropic, settings):
 
 
 async def test_no_retry_starts_after_the_retry_window(fake_anthropic, settings):
-    settings.ANTHROPIC_READ_TIMEOUT_S = 0.2
+    # Wide margins, so a loaded machine cannot flip the outcome: the second attempt
+    # starts ~0.6 s in (inside the 1 s window), the third would start after ~1.2 s.
+    settings.ANTHROPIC_READ_TIMEOUT_S = 0.6
     settings.ANTHROPIC_MAX_RETRIES = 5
-    settings.ANTHROPIC_RETRY_WINDOW_S = 0.3
+    settings.ANTHROPIC_RETRY_WINDOW_S = 1.0
     fake_anthropic.script(*[slow(3)] * 6)
     _, error = await collect_error(get_provider())
     assert error.code == "timeout"
-    assert error.attempts == 2  # the third would have started after 0.4 s
+    assert error.attempts == 2
     assert len(fake_anthropic.requests) == 2
 
 
