@@ -6,11 +6,15 @@
     .venv/bin/python bench/run.py --scenarios saturation --servers parley --profile
 
 What it does:
+0. takes /tmp/parley-bench.lock (one run at a time on the machine) and copies the code
+   under test to bench/out/src-* (--source: the work tree, a commit, or live);
 1. a private redis-server on 127.0.0.1:--redis-port (default 6398, no persistence) pinned
    to CPU1; Parley uses its db 5 with CHANNEL_LAYER_PREFIX=parley-bench, the tutorial db 6
    (nothing touches the machine's shared Redis on 6379);
-2. a fresh PostgreSQL database `parley_bench` (dropped, created, migrated), then
-   bench/setup_data.py: 5,000 users, 2,500 two-person conversations, JWTs valid 2 h;
+2. with --pg private (default) a throwaway PostgreSQL cluster on port 5433 pinned to
+   CPU1 (--pg shared: the machine's, $BENCH_PG); in it a fresh database `parley_bench`
+   (dropped, created, migrated), then bench/setup_data.py: 5,000 users, 2,500 two-person
+   conversations, JWTs valid 2 h;
 3. for every scenario and server: the server pinned to CPU0 (taskset -c 0, RLIMIT_NOFILE
    raised), a small warm-up, then bench/ws_load.py pinned to CPU1, sampling the server's,
    Redis's and PostgreSQL's CPU and RSS; the server is stopped by its PID afterwards.
