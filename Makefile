@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/daphne -b $(HOST) -p $(PORT) --proxy-headers config.asgi:application
+	$(BIN)/python -m config.server -b $(HOST) -p $(PORT) --proxy-headers config.asgi:application
 
 # The tests run on real PostgreSQL and Redis; these defaults are the local services.
 test: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test

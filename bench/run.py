@@ -460,8 +460,8 @@ class Bench:
         if kind == "parley":
             env = self.parley_env()
             env.update(extra)  # a --variant's settings
-            cmd = [str(VENV / "bin" / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
-            cmd += ["config.asgi:application"]
+            cmd = [str(VENV / "bin" / "python"), "-m", "config.server", "-v", "0"]
+            cmd += ["-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
             cwd = self.src
         else:
             env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **extra)
@@ -572,16 +572,22 @@ class Bench:
         return r
 
     def profile(self) -> None:
-        """A Parley saturation run under py-spy (pinned to CPU1, --nonblocking)."""
+        """A Parley run under py-spy (pinned to CPU1, --nonblocking): --profile-server,
+        --profile-scenario (default parley, saturation)."""
         spy = VENV / "bin" / "py-spy"
         if not spy.exists():
             log("py-spy not installed in .venv: no profile (.venv/bin/pip install py-spy)")
             return
-        args, _quick = SCENARIOS["saturation"]
+        args, _quick = SCENARIOS[self.a.profile_scenario]
         args = [*args, "--duration", str(self.a.profile_seconds + 6)]
-        p = self.start_server("parley")
+        name = self.a.profile_server  # parley, or parley+live: its load arguments too
+        args += LIVE_LOAD_ARGS.get(name, [])
+        p = self.start_server(name)
         gil = "-gil" if self.a.profile_gil else ""
-        raw = OUT / f"profile-parley-saturation{gil}-{self.stamp}.txt"
+        # profile[-summary]-gil-STAMP.txt for plain parley at saturation, as before
+        what = f"{name.replace('+', '-')}-{self.a.profile_scenario}"
+        tag = gil if what == "parley-saturation" else f"-{what}{gil}"
+        raw = OUT / f"profile-{what}{gil}-{self.stamp}.txt"
         try:
             warm = ["--clients", "20", "--conversations", "10", "--rate", "0", "--duration", "2"]
             self.loadgen("parley", [*warm, "--hold", "0"], "warmup", {}, 40)
@@ -589,7 +595,7 @@ class Bench:
             cmd = [str(VENV / "bin" / "python"), str(HERE / "ws_load.py"), "--url", url]
             cmd += ["--tokens-file", str(OUT / "tokens.txt")]
             cmd += ["--conversations-file", str(OUT / "conversations.txt")]
-            cmd += ["--timeout", str(self.a.timeout), "--label", "profile|parley", *args]
+            cmd += ["--timeout", str(self.a.timeout), "--label", f"profile|{name}", *args]
             lg = subprocess.Popen(
                 pin(1, cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
@@ -608,7 +614,7 @@ class Bench:
             stop(p)
         if raw.exists():
             summary = fold_summary(raw, 25)
-            (OUT / f"profile-summary{gil}-{self.stamp}.txt").write_text(summary)
+            (OUT / f"profile-summary{tag}-{self.stamp}.txt").write_text(summary)
             print(summary)
 
     def lock(self) -> None:
@@ -647,8 +653,11 @@ class Bench:
         raise_nofile()
         for spec in a.variant:  # NAME:KEY=VALUE,KEY=VALUE -> server "parley[NAME]"
             vname, _, settings = spec.partition(":")
-            env = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+            pairs = re.split(r",(?=[A-Z][A-Z0-9_]*=)", settings)  # values may hold commas
+            env = dict(kv.split("=", 1) for kv in pairs if kv)
             SERVERS[f"parley[{vname}]"] = ("parley", 8190, SERVERS["parley"][2], env)
+            if vname.endswith("+live"):  # NAME+live: with the live load, as parley+live
+                LIVE_LOAD_ARGS[f"parley[{vname}]"] = LIVE_LOAD_ARGS["parley+live"]
         servers = [s for s in a.servers.split(",") if s]
         scenarios = [s for s in a.scenarios.split(",") if s]
         for s in servers:
@@ -970,6 +979,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="also profile Parley with py-spy")
     ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil (on-CPU only)")
     ap.add_argument("--profile-seconds", type=int, default=20)
+    ap.add_argument(
+        "--profile-server",
+        default="parley",
+        choices=["parley", "parley+live"],
+        help="the server (and load) to profile; parley+live: with --typing --receipts",
+    )
+    ap.add_argument("--profile-scenario", default="saturation", choices=["steady", "saturation"])
     ap.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for quiet")
     ap.add_argument("--parley-env", action="append", default=[], help="KEY=VALUE for Parley")
     ap.add_argument("--tag", default="", help="label suffix for Parley runs, e.g. [variant]")

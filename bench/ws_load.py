@@ -25,6 +25,12 @@ lost = expected deliveries - unique deliveries received, duplicates, sockets dro
 --pid NAME=PID / --comm NAME=COMM, the RSS and CPU seconds of those processes read from
 /proc (CPU microseconds per delivery = CPU seconds in the send window / deliveries in it).
 
+--typing / --receipts (parley): every client also types and sends receipts as the
+browser client does (static/js/chat/composer.js, main.js): typing:start when its user
+starts typing a message (re-sent at most every 3 s), typing:stop when the message is
+submitted; message:delivered / message:read coalesced to one flush per 400 ms per
+socket, only what moved. The frames these cause are counted in "live".
+
 --protocol tutorial speaks the Channels tutorial's protocol instead (the peer servers in
 /work/shared/peer-bench/peer): --url with ${room}, no auth, no join, {"message": text} in
 both directions; the same load shape and the same measurements.
@@ -199,7 +205,22 @@ class ProcWatch:
 
 
 class Sock:
-    __slots__ = ("conv", "got", "idx", "joined", "slot", "user_id", "ws")
+    __slots__ = (
+        "conv",
+        "delivered_sent",
+        "got",
+        "idx",
+        "joined",
+        "newest",
+        "newest_other",
+        "read_sent",
+        "signal_timer",
+        "slot",
+        "typing",
+        "typing_sent_at",
+        "user_id",
+        "ws",
+    )
 
     def __init__(self, idx: int, conv: int, slot: int) -> None:
         self.idx = idx
@@ -209,6 +230,16 @@ class Sock:
         self.got: set[int] = set()
         self.joined: asyncio.Future | None = None
         self.user_id = None  # from session:ready (--receipts: skip one's own messages)
+        # --receipts, as static/js/chat/main.js: markers sent, newest seq seen (all
+        # messages / others' messages), the pending coalescing timer
+        self.delivered_sent = 0
+        self.read_sent = 0
+        self.newest = 0
+        self.newest_other = 0
+        self.signal_timer: asyncio.TimerHandle | None = None
+        # --typing, as static/js/chat/composer.js
+        self.typing = False
+        self.typing_sent_at = 0.0
 
 
 class Load:
@@ -337,8 +368,8 @@ class Load:
                     message = obj["message"]
                     if str(message.get("conversation")) != conv_id:
                         self.foreign += 1
-                    if self.cfg.receipts and message["sender"]["id"] != s.user_id:
-                        await self.acknowledge(s, message)
+                    if self.cfg.receipts:
+                        self.received(s, message)
                     text = message.get("text") or ""
                 else:
                     text = raw
@@ -419,29 +450,86 @@ class Load:
 
     # -- sending
 
-    async def acknowledge(self, s: Sock, message: dict) -> None:
-        """--receipts: as a client showing the conversation, `message:delivered` then
-        `message:read` for every message from someone else."""
-        for kind in ("message:delivered", "message:read"):
-            frame = {"type": kind, "conversation": message["conversation"], "seq": message["seq"]}
+    # As the browser client does (static/js/chat/main.js, composer.js); keep in step.
+    SIGNALS_S = 0.4  # main.js SIGNALS_MS: markers coalesced to one flush per 400 ms
+    TYPING_RESEND_S = 3.0  # composer.js TYPING_RESEND_MS
+    TYPING_IDLE_S = 4.0  # composer.js TYPING_IDLE_MS (never reached: every typing ends in a send)
+
+    def received(self, s: Sock, message: dict) -> None:
+        """--receipts: a message arrived. A message from someone else schedules a flush of
+        the markers SIGNALS_S later, unless one is pending (main.js `markRead`)."""
+        seq = message.get("seq") or 0
+        if seq > s.newest:
+            s.newest = seq
+        if message["sender"]["id"] == s.user_id:
+            return
+        if seq > s.newest_other:
+            s.newest_other = seq
+        if s.signal_timer is None:
+            s.signal_timer = asyncio.get_running_loop().call_later(
+                self.SIGNALS_S, self._flush_signals, s
+            )
+
+    def _flush_signals(self, s: Sock) -> None:
+        """main.js `flushSignals`: `message:delivered` up to the newest message from
+        someone else, `message:read` up to the newest message (the page is visible and
+        scrolled to the bottom), each only if it moved since last sent."""
+        s.signal_timer = None
+        if self.stopping:
+            return
+        conv = self.conv_id(s.conv)
+        cid = int(conv) if conv.isdigit() else conv
+        frames = []
+        if s.newest_other > s.delivered_sent:
+            s.delivered_sent = s.newest_other
+            frames.append({"type": "message:delivered", "conversation": cid, "seq": s.newest_other})
+        if s.newest > s.read_sent:
+            s.read_sent = s.newest
+            frames.append({"type": "message:read", "conversation": cid, "seq": s.newest})
+        if frames:
+            task = asyncio.get_running_loop().create_task(self._send_frames(s, frames, "receipt"))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send_frames(self, s: Sock, frames: list[dict], what: str) -> None:
+        for frame in frames:
             try:
                 await s.ws.send(json.dumps(frame))
             except Exception:
                 self.send_errors += 1
                 return
-            self.receipts_sent += 1
+            if what == "receipt":
+                self.receipts_sent += 1
+            else:
+                self.typing_sent += 1
+
+    async def start_typing(self, s: Sock) -> None:
+        """--typing: composer.js `#startTyping` on a keystroke: `typing:start` unless one
+        went out less than TYPING_RESEND_S ago while still typing."""
+        now = time.monotonic()
+        if not s.typing or now - s.typing_sent_at >= self.TYPING_RESEND_S:
+            s.typing = True
+            s.typing_sent_at = now
+            conv = self.conv_id(s.conv)
+            cid = int(conv) if conv.isdigit() else conv
+            await self._send_frames(s, [{"type": "typing:start", "conversation": cid}], "typing")
+
+    async def stop_typing(self, s: Sock) -> None:
+        """--typing: composer.js `#stopTyping`, which `submit` calls before sending."""
+        if s.typing:
+            s.typing = False
+            conv = self.conv_id(s.conv)
+            cid = int(conv) if conv.isdigit() else conv
+            await self._send_frames(s, [{"type": "typing:stop", "conversation": cid}], "typing")
 
     async def send_one(self, s: Sock, seq: int) -> asyncio.Future | None:
         if self.cfg.typing and self.parley:
-            # --typing: as a client does when its user starts typing the message (before
-            # the send timestamp: the server's work on it still counts in the latency).
-            conv = self.conv_id(s.conv)
-            frame = {"type": "typing:start", "conversation": int(conv) if conv.isdigit() else conv}
-            try:
-                await s.ws.send(json.dumps(frame))
-                self.typing_sent += 1
-            except Exception:
-                self.send_errors += 1
+            # --typing: the user typed this message (open loop: the typing began
+            # earlier, see sender_open; closed loop: just now) and submits it, which
+            # ends the typing first (composer.js `submit`). Both frames go before the send
+            # timestamp: the server's work on them still counts in the latency.
+            await self.start_typing(s)
+            await self.stop_typing(s)
         key = s.idx * BIG + seq
         exp = self.joined_per_conv.get(s.conv, 0)
         fut = None
@@ -479,8 +567,15 @@ class Load:
         n = int((stop - go) * self.cfg.rate)
         t0 = go + random.uniform(0, interval)
         lag = self.sched_lag_ms
+        # --typing: the user starts typing each message this long before sending it
+        lead = min(1.0, interval / 2) if self.cfg.typing and self.parley else 0.0
         for seq in range(n):
             due = t0 + seq * interval
+            if lead:
+                d = due - lead - time.monotonic()
+                if d > 0:
+                    await asyncio.sleep(d)
+                await self.start_typing(s)
             d = due - time.monotonic()
             if d > 0:
                 await asyncio.sleep(d)
@@ -723,11 +818,21 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--renice-pg", type=int, help="nice value for those backends (root)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     ap.add_argument("--label", default="")
-    ap.add_argument("--typing", action="store_true", help="parley: typing:start before each send")
+    ap.add_argument(
+        "--typing",
+        action="store_true",
+        help="parley: type each message as the browser client (composer.js) does: typing:start"
+        "\n(re-sent at most every 3 s while typing; open loop: 1 s, at most half the"
+        "\ninterval, before the send; closed loop: just before it), then typing:stop and"
+        "\nmessage:send (submitting ends the typing)",
+    )
     ap.add_argument(
         "--receipts",
         action="store_true",
-        help="parley: message:delivered + message:read for each message from someone else",
+        help="parley: receipts as the browser client (main.js) sends them: a message from"
+        "\nsomeone else schedules a flush 400 ms later (unless one is pending), which sends"
+        "\nmessage:delivered up to the newest message from others and message:read up to"
+        "\nthe newest message, each only if it moved (page visible, scrolled to the bottom)",
     )
     ap.add_argument("--json-out", help="append the JSON result line to this file")
     cfg = ap.parse_args(argv)

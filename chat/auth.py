@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import get_user
-from channels.sessions import CookieMiddleware, SessionMiddleware
+from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
@@ -153,8 +153,19 @@ class _TokenAuthMiddleware:
         return await self.inner(dict(scope, user=auth.user, auth=auth), receive, send)
 
 
+class _SessionReadingMiddleware(SessionMiddleware):
+    """Channels' SessionMiddleware, minus its wrapper around `send`: a socket reads the
+    session (to authenticate) and never writes it, and the wrapper's save check would
+    run on every frame the socket is sent."""
+
+    async def __call__(self, scope, receive, send):
+        wrapper = InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send)
+
+
 def WebsocketAuthMiddleware(inner):
-    return CookieMiddleware(SessionMiddleware(_TokenAuthMiddleware(inner)))
+    return CookieMiddleware(_SessionReadingMiddleware(_TokenAuthMiddleware(inner)))
 
 
 def seconds_left(auth: WsAuth) -> float | None:

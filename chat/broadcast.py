@@ -49,10 +49,11 @@ def conversation_send(*, conversation_id: int, frame: Frame, seq: int | None = N
 
 
 async def aconversation_send(
-    *, conversation_id: int, frame: Frame, exclude_user: int | None = None
+    *, conversation_id: int, frame: Frame, exclude_user: int | None = None, wait: bool = True
 ) -> None:
     """`conversation_send` for async code (streaming), for frames without a seq. With
-    `exclude_user`, that user's own sockets drop the frame (typing indicators)."""
+    `exclude_user`, that user's own sockets drop the frame (typing indicators). Without
+    `wait`, returns before Redis has it (publishes still go out in call order)."""
     event = {
         "type": FRAME_EVENT,
         "conversation": conversation_id,
@@ -61,7 +62,11 @@ async def aconversation_send(
     }
     if exclude_user is not None:
         event["exclude_user"] = exclude_user
-    await get_channel_layer().group_send(conversation_group(conversation_id), event)
+    group = conversation_group(conversation_id)
+    if wait:
+        await get_channel_layer().group_send(group, event)
+    else:
+        _group_send(group, event)
 
 
 def frame_on_commit(*, conversation_id: int, frame: Frame) -> None:
@@ -71,7 +76,7 @@ def frame_on_commit(*, conversation_id: int, frame: Frame) -> None:
 def frames_on_commit(items: list[tuple[int, Frame, str | None]]) -> None:
     """Many (conversation id, frame, channel to leave out) to send on commit, in one
     Redis round trip (receipts: one flush moves many members' markers). The socket of
-    that channel, if any, drops its copy (it reported what the frame says)."""
+    that channel, if any, is not handed its copy (it reported what the frame says)."""
     if items:
         transaction.on_commit(partial(_many_send, items))
 
@@ -88,42 +93,9 @@ def _many_send(items: list[tuple[int, Frame, str | None]]) -> None:
 
 
 async def _agroup_send_many(events: list[tuple[str, dict]]) -> None:
+    # Started together, they leave in one pipelined round trip (chat/layers.py).
     layer = get_channel_layer()
-    if not await _publish_pipelined(layer, events):
-        await asyncio.gather(*(layer.group_send(group, event) for group, event in events))
-
-
-_PUBSUB_INTERNALS = ("_get_group_channel_name", "_get_shard")
-_SHARD_INTERNALS = ("_lock", "_ensure_redis")
-
-
-async def _publish_pipelined(layer, events: list[tuple[str, dict]]) -> bool:
-    """Many group messages in one Redis round trip per shard. channels_redis's pub/sub
-    layer publishes one message per round trip, each under the shard's lock, so a
-    batch of a few hundred (a receipts flush) held every other publish of the process
-    back. Same channel names and serialization as its `group_send`; False (nothing
-    sent) when the layer is not that one, or its internals changed."""
-    get_loop_layer = getattr(layer, "_get_layer", None)
-    if get_loop_layer is None or not hasattr(layer, "serialize"):
-        return False
-    loop_layer = get_loop_layer()
-    if not all(hasattr(loop_layer, name) for name in _PUBSUB_INTERNALS):
-        return False
-    by_shard: dict = {}
-    for group, event in events:
-        channel = loop_layer._get_group_channel_name(group)
-        shard = loop_layer._get_shard(channel)
-        by_shard.setdefault(shard, []).append((channel, layer.serialize(event)))
-    if not all(hasattr(shard, name) for shard in by_shard for name in _SHARD_INTERNALS):
-        return False
-    for shard, messages in by_shard.items():
-        async with shard._lock:
-            shard._ensure_redis()
-            pipe = shard._redis.pipeline(transaction=False)
-            for channel, payload in messages:
-                pipe.publish(channel, payload)
-            await pipe.execute()
-    return True
+    await asyncio.gather(*(layer.group_send(group, event) for group, event in events))
 
 
 def message_updated_on_commit(message: Message) -> None:

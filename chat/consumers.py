@@ -5,6 +5,8 @@ service, send the typed frame back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 from pydantic import ValidationError
@@ -23,6 +26,7 @@ from chat.auth import CLOSE_UNAUTHENTICATED, seconds_left
 from chat.broadcast import conversation_group, user_group
 from chat.connections import registry
 from chat.db import db_sync_to_async
+from chat.dispatch import dispatch_many
 from chat.events import (
     ConversationLeft,
     ErrorFrame,
@@ -36,7 +40,6 @@ from chat.events import (
 )
 from chat.payloads import message_out
 from chat.receipts import batcher as receipt_batcher
-from chat.services import ReceiptMark
 from chat.typists import relay as typing_relay
 from config.errors import ApplicationError
 
@@ -60,6 +63,21 @@ def _echoable(value: object) -> str | None:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        # Channels' own loop, with a cheaper wait for the next message (chat/dispatch.py).
+        if not settings.PARLEY_LEAN_DISPATCH:
+            return await super().__call__(scope, receive, send)
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        # The layer of this loop itself, when it has one: not a proxy call per message.
+        get_loop_layer = getattr(self.channel_layer, "_get_layer", None)
+        layer = get_loop_layer() if get_loop_layer is not None else self.channel_layer
+        self.channel_receive = functools.partial(layer.receive, self.channel_name)
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await dispatch_many([receive, self.channel_receive], self.dispatch)
+
     async def dispatch(self, message):
         # Channels >= 4.2 hops to a thread before every handler to close stale DB
         # connections; our DB work goes through database_sync_to_async, which already
@@ -264,14 +282,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._member_of(frame.conversation)
         read = frame.type == "message:read"
         receipt_batcher.add(
-            ReceiptMark(
-                conversation_id=frame.conversation,
-                user_id=self.user.pk,
-                user_name=self.user.name,
-                delivered_seq=0 if read else frame.seq,
-                read_seq=frame.seq if read else 0,
-                origin=self.channel_name,
-            )
+            conversation_id=frame.conversation,
+            user_id=self.user.pk,
+            user_name=self.user.name,
+            delivered_seq=0 if read else frame.seq,
+            read_seq=frame.seq if read else 0,
+            origin=self.channel_name,
         )
 
     async def on_typing(self, frame: inbound.Typing) -> None:
@@ -345,7 +361,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def send(self, text_data=None, bytes_data=None, close=False) -> None:
         try:
-            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+            if text_data is not None and not close:
+                # Every frame comes this way: straight to the server, skipping the two
+                # layers of Channels' send that would build the same message.
+                await self.base_send({"type": "websocket.send", "text": text_data})
+            else:
+                await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
         except SOCKET_GONE:
             # Either side began the closing handshake while a frame was on its way: the
             # frame is moot. Raising would kill the consumer, and with it the cleanup

@@ -38,6 +38,13 @@ class _Local:
             for key in keys:
                 self._data.pop(key, None)
 
+    def append(self, key: str, value: str, ttl: int) -> int:
+        with self._lock:
+            item = self._data.get(key)
+            text = (item[0] if item is not None and item[1] > time.monotonic() else "") + value
+            self._data[key] = (text, time.monotonic() + ttl)
+            return len(text.encode())
+
 
 class LiveState:
     def __init__(self, url: str, prefix: str) -> None:
@@ -63,6 +70,24 @@ class LiveState:
         if self._local is not None:
             return self._local.set(key, value, ttl)
         await self._client().set(self._k(key), value, ex=ttl)
+
+    async def aappend(self, key: str, text: str, *, total: str, ttl: int, flag: str) -> str | None:
+        """Append `text` to the value at `key`, whose whole value is then `total`, and
+        renew its TTL; return the value of `flag` (a stop flag), all in one round trip.
+        Rewrites `total` if the appended value came out different (the key had
+        expired), so a reader never gets a tail without its start."""
+        if self._local is not None:
+            if self._local.append(key, text, ttl) != len(total.encode()):
+                self._local.set(key, total, ttl)
+            return self._local.get_many([flag]).get(flag)
+        pipe = self._client().pipeline(transaction=False)
+        pipe.append(self._k(key), text)
+        pipe.expire(self._k(key), ttl)
+        pipe.get(self._k(flag))
+        length, _, flagged = await pipe.execute()
+        if length != len(total.encode()):
+            await self._client().set(self._k(key), total, ex=ttl)
+        return flagged
 
     async def aget(self, key: str) -> str | None:
         if self._local is not None:

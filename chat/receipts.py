@@ -4,7 +4,7 @@ A client sends `message:delivered` for what it receives and `message:read` for w
 shows, often one frame per message. Writing each would cost a transaction per frame;
 instead every marker is merged here (per member and conversation: the highest seq
 wins) and all of them are written together by `services.receipts_apply` at most every
-`PARLEY_RECEIPT_FLUSH_MS`: one transaction of two statements per process and period,
+`PARLEY_RECEIPT_FLUSH_MS`: one statement per process and period,
 however many sockets and markers. The last marker always lands: a flush picks up
 whatever arrived meanwhile, a failed flush keeps its markers for the next one, and a
 closing socket flushes its user's markers at once.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
 from django.conf import settings
 
@@ -27,31 +26,38 @@ logger = logging.getLogger(__name__)
 Key = tuple[int, int]  # (conversation id, user id)
 
 
-def _merged(old: ReceiptMark | None, new: ReceiptMark) -> ReceiptMark:
-    if old is None:
-        return new
-    return replace(
-        old,
-        delivered_seq=max(old.delivered_seq, new.delivered_seq),
-        read_seq=max(old.read_seq, new.read_seq),
-        origin=old.origin if old.origin == new.origin else None,
-    )
-
-
 class ReceiptBatcher:
     def __init__(self) -> None:
-        self._pending: dict[Key, ReceiptMark] = {}
+        # key -> [user name, delivered_seq, read_seq, origin]: plain and mutable, since
+        # this runs for every marker frame (two per message received)
+        self._pending: dict[Key, list] = {}
         self._task: asyncio.Task | None = None
 
-    def add(self, mark: ReceiptMark) -> None:
-        key = (mark.conversation_id, mark.user_id)
-        self._pending[key] = _merged(self._pending.get(key), mark)
+    def add(
+        self,
+        *,
+        conversation_id: int,
+        user_id: int,
+        user_name: str,
+        delivered_seq: int = 0,
+        read_seq: int = 0,
+        origin: str | None = None,
+    ) -> None:
+        key = (conversation_id, user_id)
+        entry = self._pending.get(key)
+        if entry is None:
+            self._pending[key] = [user_name, delivered_seq, read_seq, origin]
+        else:
+            entry[1] = max(entry[1], delivered_seq)
+            entry[2] = max(entry[2], read_seq)
+            if entry[3] != origin:
+                entry[3] = None  # several sockets reported: tell them all
         self._schedule()
 
     def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._flush_periodically())
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     def pending_for(self, user_id: int) -> bool:
         return any(uid == user_id for _, uid in self._pending)
@@ -62,17 +68,33 @@ class ReceiptBatcher:
             await self.flush()
 
     async def flush(self) -> None:
-        marks, self._pending = list(self._pending.values()), {}
-        if not marks:
+        pending, self._pending = self._pending, {}
+        if not pending:
             return
+        marks = [
+            ReceiptMark(
+                conversation_id=cid,
+                user_id=uid,
+                user_name=name,
+                delivered_seq=delivered,
+                read_seq=read,
+                origin=origin,
+            )
+            for (cid, uid), (name, delivered, read, origin) in pending.items()
+        ]
         try:
             await db_sync_to_async(services.receipts_apply)(marks=marks)
         except Exception:
             logger.exception("Writing %d receipt markers failed; retrying", len(marks))
-            for mark in marks:  # under anything newer that arrived meanwhile
-                key = (mark.conversation_id, mark.user_id)
-                self._pending[key] = _merged(self._pending.get(key), mark)
-            self._schedule()
+            for m in marks:  # under anything newer that arrived meanwhile
+                self.add(
+                    conversation_id=m.conversation_id,
+                    user_id=m.user_id,
+                    user_name=m.user_name,
+                    delivered_seq=m.delivered_seq,
+                    read_seq=m.read_seq,
+                    origin=m.origin,
+                )
 
     async def socket_closed(self, user_id: int) -> None:
         if self.pending_for(user_id):

@@ -19,9 +19,12 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from characters.context import ContextInfo, build_reply_request
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9_-]{0,63})", re.IGNORECASE)
 _END = object()
+_RETRY: Any = object()  # reply_run: no reply started yet, start one
 
 
 def _partial_key(message_id: int) -> str:
@@ -108,13 +112,33 @@ def characters_spoken_to(
     ]
 
 
+def may_address_characters(*, text: str, reply_to_id: int | None) -> bool:
+    """False when a group message certainly speaks to no character (no @mention, no
+    reply): then `characters_spoken_to` is empty without asking the database."""
+    return reply_to_id is not None or _MENTION.search(text) is not None
+
+
 def replies_request_on_commit(*, conversation_id: int, character_ids: list[int]) -> None:
     for character_id in character_ids:
         transaction.on_commit(
-            lambda cid=character_id: spawn(
-                reply_run, conversation_id=conversation_id, character_id=cid
-            )
+            partial(_reply_request, conversation_id=conversation_id, character_id=character_id)
         )
+
+
+def _reply_request(*, conversation_id: int, character_id: int) -> None:
+    """On commit of the message a character answers: start the reply right here, in the
+    thread (and on the connection) that stored the message, then stream it as a
+    background task of the server. Started from that task instead, through the thread
+    pool, the start queued behind every database call queued meanwhile (in a burst of
+    sends, all of the burst). Nothing to start (another reply streams): that reply's
+    task answers this message when it ends."""
+    try:
+        job = reply_start(conversation_id=conversation_id, character_id=character_id)
+    except Exception:  # the message is stored: its sender must not see an error
+        logger.exception("Starting a reply in conversation %s failed", conversation_id)
+        job = _RETRY
+    if job is not None:
+        spawn(reply_run, conversation_id=conversation_id, character_id=character_id, job=job)
 
 
 # --- Starting a reply (one short transaction)
@@ -139,32 +163,96 @@ def _witnessed_since(conversation: Conversation, character: Character) -> int:
     return link.joined_seq if link else conversation.last_seq
 
 
-def _pending(conversation: Conversation, character: Character, since: int) -> list[Message]:
-    """User messages addressed to the character that no reply of it has answered yet."""
-    last = (
-        Message.objects.filter(conversation=conversation, sender_character=character)
-        .exclude(status=Message.Status.STREAMING)
-        .order_by("-seq")
-        .values_list("seq", "metadata")
-        .first()
-    )
-    answered = max(since, (last[1] or {}).get("answers_through", last[0]) if last else 0)
-    waiting = list(
+# What the context and the pending check read of a message (and the reaper of a reply).
+_WINDOW_FIELDS = (
+    "conversation_id",
+    "seq",
+    "role",
+    "kind",
+    "status",
+    "text",
+    "metadata",
+    "created_at",
+    "deleted_at",
+    "reply_to_id",
+    "sender_user__username",
+    "sender_user__display_name",
+    "sender_character__name",
+)
+
+
+def _window(conversation: Conversation, since: int) -> tuple[int, list[Message]]:
+    """(first, messages): in one query, ascending, every message after seq `first` (the
+    newest PARLEY_CONTEXT_MAX_MESSAGES the character witnessed; seqs are gap-free, so
+    that is a seq range) and any reply still streaming, however old."""
+    first = max(since, conversation.last_seq - settings.PARLEY_CONTEXT_MAX_MESSAGES)
+    messages = list(
         Message.objects.filter(
-            conversation=conversation,
-            role=Message.Role.USER,
-            seq__gt=answered,
-            deleted_at__isnull=True,
-        ).order_by("seq")
+            Q(seq__gt=first) | Q(status=Message.Status.STREAMING), conversation=conversation
+        )
+        .select_related("sender_user", "sender_character")
+        .only(*_WINDOW_FIELDS)
+        .order_by("seq")
     )
+    return first, messages
+
+
+def _pending(
+    conversation: Conversation,
+    character: Character,
+    since: int,
+    first: int,
+    window: list[Message],
+) -> list[Message]:
+    """User messages addressed to the character that no reply of it has answered yet.
+    Read from the window (every message after seq `first`); the database is asked only
+    when the answer lies before it (a long group conversation)."""
+    last = next(
+        (
+            (m.seq, m.metadata)
+            for m in reversed(window)
+            if m.sender_character_id == character.pk and m.status != Message.Status.STREAMING
+        ),
+        None,
+    )
+    if last is None and first > since:
+        last = (
+            Message.objects.filter(conversation=conversation, sender_character=character)
+            .exclude(status=Message.Status.STREAMING)
+            .order_by("-seq")
+            .values_list("seq", "metadata")
+            .first()
+        )
+    answered = max(since, (last[1] or {}).get("answers_through", last[0]) if last else 0)
+    if answered >= first:
+        waiting = [
+            m
+            for m in window
+            if m.seq > answered and m.role == Message.Role.USER and m.deleted_at is None
+        ]
+    else:
+        waiting = list(
+            Message.objects.filter(
+                conversation=conversation,
+                role=Message.Role.USER,
+                seq__gt=answered,
+                deleted_at__isnull=True,
+            ).order_by("seq")
+        )
     if conversation.kind == Conversation.Kind.CHARACTER:
         return waiting
-    # In a group: those that @mention the character or reply to it (one query).
-    replied = set(
-        Message.objects.filter(
-            pk__in=[m.reply_to_id for m in waiting if m.reply_to_id], sender_character=character
-        ).values_list("pk", flat=True)
-    )
+    # In a group: those that @mention the character or reply to one of its messages.
+    targets = {m.reply_to_id for m in waiting if m.reply_to_id}
+    by_pk = {m.pk: m for m in window}
+    replied = {
+        pk for pk in targets if pk in by_pk and by_pk[pk].sender_character_id == character.pk
+    }
+    if older := [pk for pk in targets if pk not in by_pk]:
+        replied |= set(
+            Message.objects.filter(pk__in=older, sender_character=character).values_list(
+                "pk", flat=True
+            )
+        )
     return [
         m
         for m in waiting
@@ -173,12 +261,9 @@ def _pending(conversation: Conversation, character: Character, since: int) -> li
     ]
 
 
-def _reap_dead_reply(conversation: Conversation) -> bool:
+def _reap_dead_reply(streaming: Message | None) -> bool:
     """True if a reply is streaming. A reply whose process died (its partial text
     expired from the cache) is marked failed, so the conversation is not stuck."""
-    streaming = Message.objects.filter(
-        conversation=conversation, status=Message.Status.STREAMING
-    ).first()
     if streaming is None:
         return False
     grace = timezone.now() - timedelta(seconds=settings.PARLEY_REPLY_STALE_S)
@@ -196,68 +281,83 @@ def _reap_dead_reply(conversation: Conversation) -> bool:
 
 def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
     """Store the reply as a `streaming` message and announce it, or None when there is
-    nothing to answer or another reply is streaming in this conversation."""
+    nothing to answer or another reply is streaming in this conversation.
+
+    One transaction of four statements in a character conversation: lock the
+    conversation (with its character), read the window of messages (context, what is
+    pending, any reply streaming), take the seq, insert the reply."""
     from chat.services import next_seq
 
     provider = get_provider()
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
-        character = Character.objects.filter(pk=character_id).first()
-        if conversation is None or character is None or _reap_dead_reply(conversation):
-            return None
-        since = _witnessed_since(conversation, character)
-        pending = _pending(conversation, character, since)
-        if not pending:
-            return None
-        history = list(
-            Message.objects.filter(conversation=conversation, seq__gt=since)
-            .select_related("sender_user", "sender_character")
-            .order_by("-seq")[: settings.PARLEY_CONTEXT_MAX_MESSAGES]
-        )[::-1]
-        try:
-            request, context = build_reply_request(
-                character=character,
-                messages=history,
-                group=conversation.kind == Conversation.Kind.GROUP,
+    try:
+        with transaction.atomic():
+            conversation = (
+                Conversation.objects.select_for_update(of=("self",))
+                .select_related("character")
+                .filter(pk=conversation_id)
+                .first()
             )
-        except ValueError:
-            return None  # nothing left that a reply could answer
-        seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
-        answers_through = pending[-1].seq
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    conversation=conversation,
-                    seq=seq,
-                    sender_character=character,
-                    role=Message.Role.ASSISTANT,
-                    kind=Message.Kind.TEXT,
-                    status=Message.Status.STREAMING,
-                    metadata={
-                        "answers_through": answers_through,
-                        "provider": provider.name,
-                        "offline": provider.offline,
-                        "context": context.as_dict(),
-                    },
+            if conversation is None:
+                return None
+            if conversation.character_id == character_id:
+                character = conversation.character
+            else:
+                character = Character.objects.filter(pk=character_id).first()
+                if character is None:
+                    return None
+            since = _witnessed_since(conversation, character)
+            first, window = _window(conversation, since)
+            streaming = next((m for m in window if m.status == Message.Status.STREAMING), None)
+            if _reap_dead_reply(streaming):
+                return None
+            pending = _pending(conversation, character, since, first, window)
+            if not pending:
+                return None
+            history = [m for m in window if m.seq > since and m is not streaming]
+            try:
+                request, context = build_reply_request(
+                    character=character,
+                    messages=history[-settings.PARLEY_CONTEXT_MAX_MESSAGES :],
+                    group=conversation.kind == Conversation.Kind.GROUP,
                 )
-        except IntegrityError:
-            return None  # another process started a reply a moment ago
-        live_state().set(_partial_key(message.pk), "", ttl=settings.PARLEY_REPLY_STALE_S)
-        broadcast.message_created_on_commit(message)
-        who = character_ref(character)
-        broadcast.frame_on_commit(
-            conversation_id=conversation.pk,
-            frame=ReceiptUpdate(
-                conversation=conversation.pk,
-                user=who,
-                delivered_seq=answers_through,
-                read_seq=answers_through,
-            ),
-        )
-        broadcast.frame_on_commit(
-            conversation_id=conversation.pk,
-            frame=TypingIndicator(conversation=conversation.pk, user=who, is_typing=True),
-        )
+            except ValueError:
+                return None  # nothing left that a reply could answer
+            seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
+            answers_through = pending[-1].seq
+            # No savepoint: under the conversation's lock, with every streaming reply
+            # of it in the window, the partial unique index cannot refuse this one.
+            message = Message.objects.create(
+                conversation=conversation,
+                seq=seq,
+                sender_character=character,
+                role=Message.Role.ASSISTANT,
+                kind=Message.Kind.TEXT,
+                status=Message.Status.STREAMING,
+                metadata={
+                    "answers_through": answers_through,
+                    "provider": provider.name,
+                    "offline": provider.offline,
+                    "context": context.as_dict(),
+                },
+            )
+            live_state().set(_partial_key(message.pk), "", ttl=settings.PARLEY_REPLY_STALE_S)
+            broadcast.message_created_on_commit(message)
+            who = character_ref(character)
+            broadcast.frame_on_commit(
+                conversation_id=conversation.pk,
+                frame=ReceiptUpdate(
+                    conversation=conversation.pk,
+                    user=who,
+                    delivered_seq=answers_through,
+                    read_seq=answers_through,
+                ),
+            )
+            broadcast.frame_on_commit(
+                conversation_id=conversation.pk,
+                frame=TypingIndicator(conversation=conversation.pk, user=who, is_typing=True),
+            )
+    except IntegrityError:
+        return None  # a reply started meanwhile after all (the index keeps it to one)
     return ReplyJob(
         message=message,
         character=character,
@@ -295,7 +395,8 @@ async def _produce(provider, request: ReplyRequest, queue: asyncio.Queue) -> Non
 
 
 async def _stream(job: ReplyJob) -> _Outcome:
-    """Relay the provider's deltas, coalesced to one frame per flush interval."""
+    """Relay the provider's deltas: the first at once, then coalesced to one frame per
+    flush interval."""
     provider = get_provider()
     message = job.message
     flush_s = settings.PARLEY_STREAM_FLUSH_MS / 1000
@@ -306,24 +407,39 @@ async def _stream(job: ReplyJob) -> _Outcome:
     producer = asyncio.create_task(_produce(provider, job.request, queue))
     sent = 0  # code points already broadcast
     last_flush = last_stop_check = started
+    stop_requested = False
 
     async def flush() -> None:
-        nonlocal sent, last_flush
+        nonlocal sent, last_flush, last_stop_check, stop_requested
         last_flush = time.monotonic()
         if len(outcome.text) == sent:
             return
+        delta = outcome.text[sent:]
         frame = MessageStream(
             conversation=message.conversation_id,
             message_id=message.pk,
             seq=message.seq,
-            delta=outcome.text[sent:],
+            delta=delta,
             offset=sent,
         )
         sent = len(outcome.text)
         # Store before publishing: a socket joining now gets in its snapshot every
-        # delta it subscribed too late to receive.
-        await live.aset(_partial_key(message.pk), outcome.text, ttl=settings.PARLEY_REPLY_STALE_S)
-        await broadcast.aconversation_send(conversation_id=message.conversation_id, frame=frame)
+        # delta it subscribed too late to receive. One round trip appends the delta,
+        # renews the text's TTL and reads the stop flag.
+        stop_requested = bool(
+            await live.aappend(
+                _partial_key(message.pk),
+                delta,
+                total=outcome.text,
+                ttl=settings.PARLEY_REPLY_STALE_S,
+                flag=_stop_key(message.pk),
+            )
+        )
+        last_stop_check = last_flush
+        # Queued, not awaited: published in order by the process's outbox.
+        await broadcast.aconversation_send(
+            conversation_id=message.conversation_id, frame=frame, wait=False
+        )
 
     try:
         while True:
@@ -332,10 +448,13 @@ async def _stream(job: ReplyJob) -> _Outcome:
                 if sent < len(outcome.text)
                 else 0.25
             )
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=wait)
-            except TimeoutError:
-                event = None
+            if not queue.empty():
+                event = queue.get_nowait()  # no wait_for (a task per call) when one is there
+            else:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=wait)
+                except TimeoutError:
+                    event = None
             if isinstance(event, TextDelta):
                 if outcome.first_token_ms is None:
                     outcome.first_token_ms = int((time.monotonic() - started) * 1000)
@@ -347,13 +466,15 @@ async def _stream(job: ReplyJob) -> _Outcome:
             elif event is _END:
                 break
             now = time.monotonic()
-            if now - last_flush >= flush_s:
+            # The first delta goes out at once; later ones at most every flush_s.
+            if now - last_flush >= flush_s or (sent == 0 and outcome.text):
                 await flush()
-            if now - last_stop_check >= 0.2:
+            if not stop_requested and now - last_stop_check >= 0.2:
                 last_stop_check = now
-                if await live.aget(_stop_key(message.pk)):
-                    outcome.status = Message.Status.STOPPED
-                    break
+                stop_requested = bool(await live.aget(_stop_key(message.pk)))
+            if stop_requested:
+                outcome.status = Message.Status.STOPPED
+                break
         await flush()
     finally:
         producer.cancel()
@@ -414,12 +535,16 @@ def reply_finish(*, job: ReplyJob, outcome: _Outcome) -> Message:
     return message
 
 
-async def reply_run(*, conversation_id: int, character_id: int) -> None:
-    """Answer what is waiting, then whatever arrived meanwhile, one reply at a time."""
+async def reply_run(
+    *, conversation_id: int, character_id: int, job: ReplyJob | None = _RETRY
+) -> None:
+    """Answer what is waiting (`job`: a reply already started), then whatever arrived
+    meanwhile, one reply at a time."""
     while True:
-        job = await db_sync_to_async(reply_start)(
-            conversation_id=conversation_id, character_id=character_id
-        )
+        if job is _RETRY:
+            job = await db_sync_to_async(reply_start)(
+                conversation_id=conversation_id, character_id=character_id
+            )
         if job is None:
             return
         try:
@@ -432,6 +557,7 @@ async def reply_run(*, conversation_id: int, character_id: int) -> None:
             await db_sync_to_async(reply_finish)(job=job, outcome=outcome)
             raise
         await db_sync_to_async(reply_finish)(job=job, outcome=outcome)
+        job = _RETRY
 
 
 # --- Stopping, and joining mid-reply

@@ -3,6 +3,7 @@ these functions: one code path per rule, whichever transport brought the request
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -212,6 +213,99 @@ def _take_seq(*, conversation_id: int, user_id: int | None, now) -> tuple | None
         return cursor.fetchone()
 
 
+# One statement takes the seq (under the conversation's row lock, members only) and
+# stores the message: a single round trip, and no ORM save machinery on the hottest path
+# (`Model.save` was an eighth of the server's CPU under load). `%(quiet)s` restricts it
+# to group conversations, for a send that needs no other write: then the statement runs
+# on its own, atomic without BEGIN/COMMIT round trips.
+_INSERT_MESSAGE = f"""
+    WITH conv AS (
+        UPDATE {Conversation._meta.db_table} c
+        SET last_seq = c.last_seq + 1, last_message_at = %(now)s
+        WHERE c.id = %(conversation)s
+          AND (NOT %(quiet)s OR c.kind = %(group)s)
+          AND EXISTS (
+            SELECT 1 FROM {Membership._meta.db_table} m
+            WHERE m.conversation_id = c.id AND m.user_id = %(user)s
+          )
+        RETURNING c.id, c.last_seq, c.kind, c.character_id
+    ), stored AS (
+        INSERT INTO {Message._meta.db_table} (
+            conversation_id, seq, client_id, sender_user_id, role, kind, text, html,
+            status, reply_to_id, metadata, created_at
+        )
+        SELECT conv.id, conv.last_seq, %(client_id)s, %(user)s, %(role)s, %(kind)s,
+               %(text)s, %(html)s, %(status)s, %(reply_to)s, '{{}}'::jsonb, %(now)s
+        FROM conv
+        RETURNING id
+    )
+    SELECT stored.id, conv.last_seq, conv.kind, conv.character_id FROM conv, stored
+"""
+
+
+def _message_insert(
+    *,
+    user: User,
+    conversation_id: int,
+    client_id: str,
+    text: str,
+    html: str,
+    kind: str,
+    reply_to_id: int | None,
+    now,
+    quiet: bool,
+) -> tuple[Message, str, int | None] | None:
+    """Take the next seq and store the message; (message, conversation kind, its
+    character) or None (not a member, or `quiet` and not a group). Outside a
+    transaction only when `quiet`, on PostgreSQL (one statement)."""
+    if connection.vendor == "postgresql":
+        params = {
+            "now": now,
+            "conversation": conversation_id,
+            "quiet": quiet,
+            "group": Conversation.Kind.GROUP,
+            "user": user.pk,
+            "client_id": client_id,
+            "role": Message.Role.USER,
+            "kind": kind,
+            "text": text,
+            "html": html,
+            "status": Message.Status.COMPLETE,
+            "reply_to": reply_to_id,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT_MESSAGE, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        message_id, seq, conversation_kind, character_id = row
+    else:  # SQLite on a bare machine: the same rules, in two statements (in a transaction)
+        taken = _take_seq(conversation_id=conversation_id, user_id=user.pk, now=now)
+        if taken is None:
+            return None
+        seq, conversation_kind, character_id = taken
+        message_id = None
+    message = Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        seq=seq,
+        client_id=client_id,
+        sender_user=user,
+        role=Message.Role.USER,
+        kind=kind,
+        text=text,
+        html=html,
+        reply_to_id=reply_to_id,
+        created_at=now,
+    )
+    if message_id is None:
+        message.save(force_insert=True)
+    else:
+        message._state.adding = False
+        message._state.db = connection.alias
+    return message, conversation_kind, character_id
+
+
 def message_post(
     *,
     user: User,
@@ -240,44 +334,34 @@ def message_post(
         and not Message.objects.filter(pk=reply_to_id, conversation_id=conversation_id).exists()
     ):
         raise ApplicationError("bad_request", "reply_to is not a message of this conversation.")
-    html = render_markdown(text)
-    now = timezone.now()
+    fields = {
+        "user": user,
+        "conversation_id": conversation_id,
+        "client_id": client_id,
+        "text": text,
+        "html": render_markdown(text),
+        "kind": kind,
+        "reply_to_id": reply_to_id,
+        "now": timezone.now(),
+    }
     try:
+        # Most messages are a group chat's: no attachment, no character spoken to, so
+        # nothing to charge or answer and the message is the only write.
+        if (
+            attachment is None
+            and connection.vendor == "postgresql"
+            and not replies.may_address_characters(text=text, reply_to_id=reply_to_id)
+        ):
+            # Nested in a caller's transaction, a savepoint keeps a failed retry from
+            # breaking it (as `atomic` does below).
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                stored = _message_insert(**fields, quiet=True)
+                if stored is not None:
+                    message_created_on_commit(stored[0])
+            if stored is not None:
+                return PostResult(message=stored[0], created=True)
         with transaction.atomic():
-            taken = _take_seq(conversation_id=conversation_id, user_id=user.pk, now=now)
-            if taken is None:
-                raise ApplicationError("not_found", "No such conversation.")
-            seq, conversation_kind, character_id = taken
-            message = Message(
-                conversation_id=conversation_id,
-                seq=seq,
-                client_id=client_id,
-                sender_user=user,
-                role=Message.Role.USER,
-                kind=kind,
-                text=text,
-                html=html,
-                reply_to_id=reply_to_id,
-            )
-            message.save(force_insert=True)
-            if attachment is not None:
-                attachments.attachment_claim(attachment=attachment, message=message)
-            message_created_on_commit(message)
-            # After the INSERT, so that a retried client_id has failed on it already and
-            # is never charged twice; a refusal rolls all of this back.
-            usage_services.usage_charge_message(
-                message=message, conversation_kind=conversation_kind, character_id=character_id
-            )
-            replies.replies_request_on_commit(
-                conversation_id=conversation_id,
-                character_ids=replies.characters_addressed(
-                    conversation_id=conversation_id,
-                    kind=conversation_kind,
-                    character_id=character_id,
-                    text=text,
-                    reply_to_id=reply_to_id,
-                ),
-            )
+            message = _message_post_in_transaction(fields=fields, attachment=attachment)
     except usage_services.QuotaExceeded as refused:
         usage_services.usage_refusal_record(refused=refused)  # the upgrade prompt, once
         raise
@@ -292,6 +376,34 @@ def message_post(
             raise
         return PostResult(message=existing, created=False)
     return PostResult(message=message, created=True)
+
+
+def _message_post_in_transaction(*, fields: dict, attachment) -> Message:
+    """The message with what comes with it (attachment, usage charge, replies), in the
+    caller's transaction."""
+    stored = _message_insert(**fields, quiet=False)
+    if stored is None:
+        raise ApplicationError("not_found", "No such conversation.")
+    message, conversation_kind, character_id = stored
+    if attachment is not None:
+        attachments.attachment_claim(attachment=attachment, message=message)
+    message_created_on_commit(message)
+    # After the INSERT, so that a retried client_id has failed on it already and is
+    # never charged twice; a refusal rolls all of this back.
+    usage_services.usage_charge_message(
+        message=message, conversation_kind=conversation_kind, character_id=character_id
+    )
+    replies.replies_request_on_commit(
+        conversation_id=message.conversation_id,
+        character_ids=replies.characters_addressed(
+            conversation_id=message.conversation_id,
+            kind=conversation_kind,
+            character_id=character_id,
+            text=message.text,
+            reply_to_id=message.reply_to_id,
+        ),
+    )
+    return message
 
 
 def _rate_limited(user: User, conversation_id: int, client_id: str, retry_after: int) -> PostResult:

@@ -48,6 +48,7 @@ async def _relay(key: Key, who: UserRef, is_typing: bool) -> None:
         conversation_id=conversation_id,
         frame=TypingIndicator(conversation=conversation_id, user=who, is_typing=is_typing),
         exclude_user=user_id,
+        wait=False,  # queued in order; the typist's next frame need not wait for Redis
     )
 
 

@@ -116,12 +116,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer and cache. Without REDIS_URL, in-process stand-ins.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
-    # Pub/sub layer: one PUBLISH per broadcast, fanned out inside each process.
+    # Pub/sub layer: one PUBLISH per broadcast, fanned out inside each process, the
+    # publishes of a moment sent in one pipeline (chat/layers.py).
     # It may drop under pressure like any layer, which is fine: the database is the
     # source of truth and clients fill seq gaps with `since` (docs/architecture.md).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "parley"),
@@ -334,7 +335,9 @@ PARLEY_PRESENCE = env_bool("PARLEY_PRESENCE", True)  # off: no presence kept or 
 PARLEY_TYPING_TIMEOUT_S = env_float("PARLEY_TYPING_TIMEOUT_S", 6.0)  # silence ends typing
 PARLEY_TYPING_RELAY_S = env_float("PARLEY_TYPING_RELAY_S", 3.0)  # re-relay a start at most
 # Receipt markers are written per server process in one transaction at most this often.
-PARLEY_RECEIPT_FLUSH_MS = env_int("PARLEY_RECEIPT_FLUSH_MS", 500)
+PARLEY_RECEIPT_FLUSH_MS = env_int("PARLEY_RECEIPT_FLUSH_MS", 100)
+# The consumers' main loop: Parley's (chat/dispatch.py) or, off, Channels' own (to compare).
+PARLEY_LEAN_DISPATCH = env_bool("PARLEY_LEAN_DISPATCH", True)
 PARLEY_PRESENCE_HEARTBEAT_S = env_float("PARLEY_PRESENCE_HEARTBEAT_S", 10.0)
 # A socket not refreshed for this long counts as gone (its process died).
 PARLEY_PRESENCE_TTL_S = env_float("PARLEY_PRESENCE_TTL_S", 30.0)
@@ -342,3 +345,9 @@ PARLEY_PRESENCE_TTL_S = env_float("PARLEY_PRESENCE_TTL_S", 30.0)
 # not flicker).
 PARLEY_PRESENCE_GRACE_S = env_float("PARLEY_PRESENCE_GRACE_S", 5.0)
 PARLEY_PRESENCE_SWEEP_S = env_float("PARLEY_PRESENCE_SWEEP_S", 2.0)  # due offlines checked
+# The server process's garbage collector (config/runtime.py): young-collection
+# thresholds ("700,10,10" is Python's default) and whether to freeze what is loaded.
+PARLEY_GC_THRESHOLDS = tuple(
+    int(n) for n in env_list("PARLEY_GC_THRESHOLDS", ["50000", "20", "10"])
+)
+PARLEY_GC_FREEZE = env_bool("PARLEY_GC_FREEZE", True)

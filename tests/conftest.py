@@ -94,6 +94,24 @@ def api_client_for(db):
 # --- Websocket helpers (tests/test_ws_*.py)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_connections(django_db_setup, django_db_blocker):
+    """Connections that threads of finished event loops still hold would keep the test
+    database from being dropped at the end: end them first."""
+    yield
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    if not name.startswith("test_"):
+        return  # no test used the database
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
+
+
 @pytest.fixture(autouse=True)
 def _close_worker_thread_connections():
     """Channels' test communicators keep `database_sync_to_async` from closing its

@@ -198,14 +198,15 @@ def start_daphne(
     access_log: bool = False,
     timeout: float = 20,
 ) -> Server:
-    """Start `daphne config.asgi:application` on a free port and wait until it listens.
-    A port taken between choosing and binding it is retried with another."""
+    """Start the server as production does (`python -m config.server`: daphne on uvloop)
+    on a free port and wait until it listens. A port taken between choosing and binding
+    it is retried with another."""
     for attempt in range(3):
         port = free_port()
         stdout_path = log_dir / f"{name}-{attempt}.stdout"
         stderr_path = log_dir / f"{name}-{attempt}.stderr"
         access_path = log_dir / f"{name}-{attempt}.access.log" if access_log else None
-        command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
+        command = [str(BIN / "python"), "-m", "config.server", "-b", "127.0.0.1", "-p", str(port)]
         if access_path is not None:
             command += ["--access-log", str(access_path)]
         command.append("config.asgi:application")

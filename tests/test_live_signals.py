@@ -173,6 +173,43 @@ async def test_typing_is_relayed_to_the_other_members_only(alice, bob, mallory):
             assert of_type(await until_pong(ws), "typing:indicator") == []
 
 
+async def test_sockets_that_would_drop_a_frame_are_not_even_handed_it(
+    alice, bob, settings, monkeypatch
+):
+    """The typist's own sockets and the socket that reported a marker never get the
+    layer event (the channel layer leaves them out), so no consumer wakes to drop it."""
+    from chat.consumers import ChatConsumer
+
+    settings.PARLEY_RECEIPT_FLUSH_MS = 50
+    handed: list[tuple[int, str]] = []
+    real = ChatConsumer.parley_frame
+
+    async def spy(self, event):
+        handed.append((self.user.pk, event["text"]))
+        await real(self, event)
+
+    monkeypatch.setattr(ChatConsumer, "parley_frame", spy)
+    team = await make_group(alice, bob)
+    await post(alice, team, 2)
+    async with (
+        ws_session(alice) as (tab1, _),
+        ws_session(alice) as (tab2, _),
+        ws_session(bob) as (reader, _),
+    ):
+        for ws in (tab1, tab2, reader):
+            await join(ws, team)
+        await tab1.send_json_to(typing(team))
+        await next_of(reader, "typing:indicator")
+        await reader.send_json_to(receipt(team, 2))
+        await next_of(tab1, "receipt:update")
+        await next_of(tab2, "receipt:update")
+        await until_pong(reader)
+    typing_to = [uid for uid, text in handed if '"typing:indicator"' in text]
+    receipts_to = [uid for uid, text in handed if '"receipt:update"' in text]
+    assert typing_to == [bob.pk]
+    assert sorted(receipts_to) == [alice.pk, alice.pk]
+
+
 async def test_a_burst_of_starts_is_relayed_once_then_again_after_the_interval(
     alice, bob, settings
 ):
@@ -682,11 +719,12 @@ def _epoch(iso: str) -> float:
 
 
 async def test_a_batch_of_frames_is_published_in_one_pipeline_through_the_redis_layer():
-    """The receipts' batch publish takes the pipelined path with the configured layer
-    (not its one-by-one fallback), and subscribers get every message."""
+    """The receipts' batch publish leaves in one round trip with the configured layer,
+    and subscribers get every message."""
     from channels.layers import get_channel_layer
 
-    from chat.broadcast import _publish_pipelined, conversation_group
+    from chat.broadcast import _agroup_send_many, conversation_group
+    from tests.test_layers import count_round_trips
 
     layer = get_channel_layer()
     listener = await layer.new_channel()
@@ -695,7 +733,9 @@ async def test_a_batch_of_frames_is_published_in_one_pipeline_through_the_redis_
         await layer.group_add(group, listener)
     events = [(g, {"type": "parley.frame", "n": i}) for i, g in enumerate(groups)]
     try:
-        assert await _publish_pipelined(layer, events) is True
+        sizes = count_round_trips(layer)
+        await _agroup_send_many(events)
+        assert sizes == [3]
         got = [await asyncio.wait_for(layer.receive(listener), WS_TIMEOUT) for _ in groups]
         assert sorted(e["n"] for e in got) == [0, 1, 2]
     finally:

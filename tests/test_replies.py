@@ -370,3 +370,27 @@ def test_group_links_are_unique(db, make_user, character):
 
     with pytest.raises(IntegrityError):
         ConversationCharacter.objects.create(conversation=group, character=character)
+
+
+async def test_the_first_delta_is_not_held_for_the_coalescing_window(
+    alice, character, fake_anthropic, settle, settings
+):
+    # A window far longer than the provider's first token: only later deltas wait for it.
+    settings.PARLEY_STREAM_FLUSH_MS = 1500
+    fake_anthropic.script(ok("Ahoy! " * 10, chunk_size=6, delay_s=0.05))
+    async with ws_session(alice) as (ws, _):
+        conversation = (await join_character(ws))["conversation"]["id"]
+        await send(ws, conversation, "Quick")
+        await receive_until(
+            ws, lambda f: f["type"] == "message:receive" and f["message"]["role"] == "assistant"
+        )
+        started = asyncio.get_running_loop().time()
+        first = (await receive_until(ws, lambda f: f["type"] == "message:stream"))[-1]
+        waited = asyncio.get_running_loop().time() - started
+        frames = [first, *await receive_until(ws, reply_ended)]
+    assert (first["offset"], first["delta"]) == (0, "Ahoy! ")
+    assert waited < 0.75, waited
+    # The rest is still coalesced: 10 chunks over ~0.5 s, one window.
+    deltas = [f for f in frames if f["type"] == "message:stream"]
+    assert len(deltas) <= 3, [d["delta"] for d in deltas]
+    assert stitch("", frames, first["message_id"]) == "Ahoy! " * 10

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat import services
 from chat.broadcast import conversation_group
-from chat.models import Message
+from chat.models import Conversation, Message
 from tests.conftest import WS_TIMEOUT, ws_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -651,6 +651,32 @@ async def test_a_rolled_back_post_broadcasts_nothing(alice, character):
 # --- Query counts (no sockets: plain transactional test cases)
 
 
+def _statements(queries: CaptureQueriesContext) -> list[str]:
+    """What reached the database, minus the savepoints of the test's own transaction."""
+    return [
+        q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+
+
+@pytest.mark.django_db
+def test_a_group_message_is_one_statement(make_user):
+    user, other = make_user(), make_user()
+    group = services.conversation_create_group(
+        creator=user, title="g", member_usernames=[other.username]
+    )
+    with CaptureQueriesContext(connection) as queries:
+        result = services.message_post(
+            user=user, conversation_id=group.pk, client_id="c-1", text="hello"
+        )
+    # The seq, the membership check and the INSERT in one statement (no transaction of
+    # its own outside the test's).
+    (statement,) = _statements(queries)
+    assert statement.lstrip().startswith("WITH conv AS")
+    stored = Message.objects.get(pk=result.message.pk)
+    assert (stored.seq, stored.text, stored.created_at) == (1, "hello", result.message.created_at)
+    assert Conversation.objects.get(pk=group.pk).last_seq == 1
+
+
 @pytest.mark.django_db
 def test_message_post_takes_a_fixed_small_number_of_queries(make_user, character):
     user = make_user()
@@ -659,8 +685,25 @@ def test_message_post_takes_a_fixed_small_number_of_queries(make_user, character
         services.message_post(
             user=user, conversation_id=conversation.pk, client_id="c-1", text="hello"
         )
-    # SAVEPOINT, UPDATE ... RETURNING last_seq, INSERT message, RELEASE SAVEPOINT
-    assert len(queries) == 4, [q["sql"] for q in queries]
+    # The one-statement write finds no group; then the same statement in a transaction
+    # (where the usage charge and the reply would join it when they are on).
+    statements = _statements(queries)
+    assert len(statements) == 2, statements
+    assert all(s.lstrip().startswith("WITH conv AS") for s in statements)
+
+
+@pytest.mark.django_db
+def test_a_retry_inside_a_callers_transaction_leaves_it_usable(make_user):
+    user, other = make_user(), make_user()
+    group = services.conversation_create_group(
+        creator=user, title="g", member_usernames=[other.username]
+    )
+    first = services.message_post(user=user, conversation_id=group.pk, client_id="same", text="a")
+    again = services.message_post(user=user, conversation_id=group.pk, client_id="same", text="b")
+    assert (again.created, again.message.pk) == (False, first.message.pk)
+    # The transaction around this test still works, and the seq the retry took is gone.
+    third = services.message_post(user=user, conversation_id=group.pk, client_id="new", text="c")
+    assert third.message.seq == 2
 
 
 @pytest.mark.django_db

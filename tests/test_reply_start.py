@@ -1,0 +1,180 @@
+"""Starting a reply (`chat.replies.reply_start`): few statements, the same decisions
+as a full read of the conversation, whatever the length of its history."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from chat import replies
+from chat.livestate import live_state
+from chat.models import Conversation, Message
+from chat.services import conversation_open_with_character, message_post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def chat_with(make_user, character, settings):
+    """(user, conversation) with the character; replies are started by hand here."""
+    settings.PARLEY_CHARACTER_REPLIES = False
+    user = make_user(display_name="Alice")
+    character.is_public = True
+    character.save()
+    conversation, _ = conversation_open_with_character(user=user, slug=character.slug)
+    return user, conversation
+
+
+def post(user, conversation, text: str) -> Message:
+    return message_post(
+        user=user, conversation_id=conversation.pk, client_id=uuid.uuid4().hex, text=text
+    ).message
+
+
+def start(conversation, character):
+    return replies.reply_start(conversation_id=conversation.pk, character_id=character.pk)
+
+
+def finish(job) -> None:
+    replies.reply_finish(job=job, outcome=replies._Outcome(text="Noted."))
+
+
+def statements(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"] not in ("BEGIN", "COMMIT")]
+
+
+def test_a_reply_starts_in_four_statements(chat_with, character):
+    user, conversation = chat_with
+    for n in range(5):
+        post(user, conversation, f"Message {n}")
+        if n < 4:
+            finish(start(conversation, character))
+    with CaptureQueriesContext(connection) as captured:
+        job = start(conversation, character)
+    assert job is not None
+    # Lock the conversation (with its character), read the window, take the seq, insert.
+    assert len(statements(captured.captured_queries)) == 4, statements(captured.captured_queries)
+    assert job.request.turns[-1].text == "Message 4"
+    assert job.answers_through == job.message.seq - 1
+    finish(job)
+
+
+def test_a_streaming_reply_older_than_the_window_still_blocks_and_is_reaped_when_dead(
+    chat_with, character, settings
+):
+    settings.PARLEY_CONTEXT_MAX_MESSAGES = 3
+    user, conversation = chat_with
+    post(user, conversation, "First")
+    streaming = start(conversation, character).message
+    for n in range(6):  # the streaming reply falls out of the window of 3
+        post(user, conversation, f"Meanwhile {n}")
+    assert start(conversation, character) is None  # its text is live: it streams
+
+    live_state().delete(replies._partial_key(streaming.pk))
+    Message.objects.filter(pk=streaming.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.PARLEY_REPLY_STALE_S + 5)
+    )
+    job = start(conversation, character)
+    assert job is not None
+    streaming.refresh_from_db()
+    assert streaming.status == "failed"
+    assert streaming.metadata["error"]["code"] == "interrupted"
+    # It answers everything since the last reply that finished (the greeting).
+    assert job.answers_through == job.message.seq - 1
+    assert [t.role for t in job.request.turns] == ["user"]
+    assert "Meanwhile 5" in job.request.turns[-1].text
+    assert "First" not in job.request.turns[-1].text  # outside the window of 3
+    finish(job)
+
+
+def test_pending_messages_before_the_window_are_still_answered(chat_with, character, settings):
+    settings.PARLEY_CONTEXT_MAX_MESSAGES = 2
+    user, conversation = chat_with
+    first = post(user, conversation, "Oldest unanswered")
+    for n in range(4):
+        post(user, conversation, f"Then {n}")
+    job = start(conversation, character)
+    assert job is not None
+    assert job.answers_through == job.message.seq - 1
+    assert job.context.messages_used == 2
+    finish(job)
+    # Answered: nothing more to do, though the reply's answer lies before the window.
+    assert start(conversation, character) is None
+    assert first.seq < job.message.seq - 2
+
+
+def test_a_group_reply_to_an_old_character_message_is_seen_beyond_the_window(
+    make_user, character, settings
+):
+    from chat.services import conversation_add_character, conversation_create_group
+
+    settings.PARLEY_CHARACTER_REPLIES = False
+    owner = make_user()
+    group = conversation_create_group(creator=owner, title="Crew", member_usernames=[])
+    conversation_add_character(user=owner, conversation_id=group.pk, slug=character.slug)
+    post(owner, group, "@tester hello")
+    job = start(group, character)
+    finish(job)
+    settings.PARLEY_CONTEXT_MAX_MESSAGES = 2
+    for n in range(3):
+        post(owner, group, f"chatter {n}")
+    message_post(
+        user=owner,
+        conversation_id=group.pk,
+        client_id=uuid.uuid4().hex,
+        text="About what you said",
+        reply_to_id=job.message.pk,
+    )
+    second = start(group, character)
+    assert second is not None
+    assert "About what you said" in second.request.turns[-1].text
+    finish(second)
+    assert Conversation.objects.get(pk=group.pk).last_seq == second.message.seq
+
+
+@pytest.mark.parametrize("redis", [True, False])
+def test_appended_text_is_rewritten_whole_when_its_key_expired(settings, redis):
+    from chat.livestate import LiveState
+
+    state = LiveState(settings.REDIS_URL if redis else "", f"test-{uuid.uuid4().hex}")
+
+    async def run():
+        state.set("k", "Hello", ttl=30)
+        assert await state.aappend("k", ", world", total="Hello, world", ttl=30, flag="f") is None
+        assert state.get_many(["k"]) == {"k": "Hello, world"}
+        state.delete("k")  # expired
+        state.set("f", "1", ttl=30)
+        assert await state.aappend("k", "!", total="Hello, world!", ttl=30, flag="f") == "1"
+        assert state.get_many(["k"]) == {"k": "Hello, world!"}
+        state.delete("k", "f")
+
+    asyncio.run(run())
+
+
+@pytest.mark.replies
+def test_the_reply_is_started_before_the_message_post_returns(
+    make_user, character, offline_provider
+):
+    # Started on commit in the caller's thread, not queued as a task to start later:
+    # by the time the sender has its answer, the reply is stored and announced.
+    import time
+
+    user = make_user()
+    character.is_public = True
+    character.save()
+    conversation, _ = conversation_open_with_character(user=user, slug=character.slug)
+    posted = post(user, conversation, "Hello there")
+    reply = Message.objects.filter(conversation=conversation, seq=posted.seq + 1).first()
+    assert reply is not None and reply.role == "assistant"
+    assert reply.metadata["answers_through"] == posted.seq
+    deadline = time.monotonic() + 10  # its stream runs in the background: let it end
+    while reply.status == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        reply.refresh_from_db()
+    assert reply.status == "complete"
