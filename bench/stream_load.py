@@ -12,7 +12,8 @@ What it does (loopback only, bounded by --timeout):
    public character and N users, each with its character conversation (made through
    `conversation_open_with_character`, the code path the API uses), JWTs for them;
 2. the fake Anthropic server in its own process (pinned to CPU1 if taskset exists);
-3. daphne with DEBUG=0, Redis db 12, replies through the fake (pinned to CPU0);
+3. the server as production runs it (`python -m config.server`: daphne on uvloop) with
+   DEBUG=0, Redis db 12, replies through the fake (pinned to CPU0);
 4. N websocket clients join their conversation, then all send at once (per round);
    each records t_send, the reply's `message:receive` (status streaming), its first
    `message:stream` frame and its `message:update` (complete);
@@ -40,7 +41,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out" / "stream"
 PY = str(ROOT / ".venv" / "bin" / "python")
-DAPHNE = str(ROOT / ".venv" / "bin" / "daphne")
 DB_NAME = "parley_stream_bench"
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 SECRET_KEY = "parley-stream-bench-not-a-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["redis-cli", "-n", str(a.redis_db), "FLUSHDB"], capture_output=True)
         if not port_open(fake_port, 15):
             raise RuntimeError("the fake Anthropic server did not start")
-        daphne_cmd = [DAPHNE, "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
+        daphne_cmd = [PY, "-m", "config.server", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
         daphne = subprocess.Popen(
             pin(0, [*daphne_cmd, "config.asgi:application"]),
             cwd=ROOT,
