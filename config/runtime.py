@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 from django.conf import settings
+from django.db import connections
 
 
 def tune_garbage_collector() -> None:
@@ -24,3 +25,17 @@ def tune_garbage_collector() -> None:
     if settings.PARLEY_GC_FREEZE:
         gc.collect()
         gc.freeze()
+
+
+def close_request_connections(**kwargs) -> None:
+    """At the end of an HTTP request, close the database connections of its thread.
+
+    Under ASGI, Django runs each request's sync code in a thread of its own that ends
+    with the request, so a persistent connection (`CONN_MAX_AGE`) never serves a second
+    request there: it only lingers, open, until the garbage collector finalizes it.
+    Under load that exhausted PostgreSQL's `max_connections` (tests/test_processes.py).
+    Long-lived threads (the websocket consumers' `database_sync_to_async` pool) keep
+    theirs. A connection inside a transaction (a test's) is left alone."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()

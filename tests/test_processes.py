@@ -505,3 +505,26 @@ async def test_socket_closed_by_the_server_while_frames_keep_coming(cluster):
         await close_all([sender, sleeper])
     output = cluster.a.output(since=mark)
     assert "Traceback" not in output, output
+
+
+async def test_http_requests_do_not_leave_database_connections_behind(cluster):
+    """Django runs each HTTP request's sync code in a thread of its own under ASGI; the
+    database connection such a thread opened must not outlive it. (A garbage collector
+    tuned to run rarely once kept them open until `max_connections` was exhausted.)"""
+
+    async def connections() -> int:
+        rows = await cluster.db.rows(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return rows[0][0] - 1  # minus this query's own connection
+
+    before = await connections()
+    headers = {"Authorization": f"Bearer {cluster.token(MEMBERS[0])}"}
+    async with httpx.AsyncClient(base_url=cluster.a.http, timeout=10) as http:
+        for _ in range(10):
+            responses = await asyncio.gather(
+                *(http.get("/api/conversations/", headers=headers) for _ in range(20))
+            )
+            assert {r.status_code for r in responses} == {200}
+    await asyncio.sleep(1)
+    assert await connections() - before <= 10
