@@ -436,7 +436,7 @@ async def _stream(job: ReplyJob) -> _Outcome:
             )
         )
         last_stop_check = last_flush
-        # Queued, not awaited: published in order by the process's outbox.
+        # Queued, not awaited: the layer publishes in call order (chat/layers.py).
         await broadcast.aconversation_send(
             conversation_id=message.conversation_id, frame=frame, wait=False
         )

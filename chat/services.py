@@ -258,37 +258,8 @@ def _message_insert(
     """Take the next seq and store the message; (message, conversation kind, its
     character) or None (not a member, or `quiet` and not a group). Outside a
     transaction only when `quiet`, on PostgreSQL (one statement)."""
-    if connection.vendor == "postgresql":
-        params = {
-            "now": now,
-            "conversation": conversation_id,
-            "quiet": quiet,
-            "group": Conversation.Kind.GROUP,
-            "user": user.pk,
-            "client_id": client_id,
-            "role": Message.Role.USER,
-            "kind": kind,
-            "text": text,
-            "html": html,
-            "status": Message.Status.COMPLETE,
-            "reply_to": reply_to_id,
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(_INSERT_MESSAGE, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        message_id, seq, conversation_kind, character_id = row
-    else:  # SQLite on a bare machine: the same rules, in two statements (in a transaction)
-        taken = _take_seq(conversation_id=conversation_id, user_id=user.pk, now=now)
-        if taken is None:
-            return None
-        seq, conversation_kind, character_id = taken
-        message_id = None
     message = Message(
-        id=message_id,
         conversation_id=conversation_id,
-        seq=seq,
         client_id=client_id,
         sender_user=user,
         role=Message.Role.USER,
@@ -298,11 +269,37 @@ def _message_insert(
         reply_to_id=reply_to_id,
         created_at=now,
     )
-    if message_id is None:
+    if connection.vendor != "postgresql":
+        # SQLite on a bare machine: the same rules in two statements (in a transaction).
+        taken = _take_seq(conversation_id=conversation_id, user_id=user.pk, now=now)
+        if taken is None:
+            return None
+        message.seq, conversation_kind, character_id = taken
         message.save(force_insert=True)
-    else:
-        message._state.adding = False
-        message._state.db = connection.alias
+        return message, conversation_kind, character_id
+    params = {
+        "now": now,
+        "conversation": conversation_id,
+        "quiet": quiet,
+        "group": Conversation.Kind.GROUP,
+        "user": user.pk,
+        "client_id": client_id,
+        "role": message.role,
+        "kind": kind,
+        "text": text,
+        "html": html,
+        "status": message.status,
+        "reply_to": reply_to_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_MESSAGE, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    message.id, message.seq, conversation_kind, character_id = row
+    # As if loaded: the row exists, so a later save() updates it.
+    message._state.adding = False
+    message._state.db = connection.alias
     return message, conversation_kind, character_id
 
 
