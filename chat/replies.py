@@ -14,6 +14,7 @@ the message is updated (`complete`, `stopped` or `failed`) and broadcast as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -42,7 +43,6 @@ from chat.tasks import spawn
 logger = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9_-]{0,63})", re.IGNORECASE)
-_END = object()
 _RETRY: Any = object()  # reply_run: no reply started yet, start one
 
 
@@ -381,39 +381,52 @@ class _Outcome:
     total_ms: int = 0
 
 
-async def _produce(provider, request: ReplyRequest, queue: asyncio.Queue) -> None:
+async def _consume(
+    provider, request: ReplyRequest, outcome: _Outcome, first: asyncio.Future
+) -> None:
+    """Read the provider's stream into `outcome`. Per token only an append: `_stream`
+    publishes on its own clock. `first` is resolved by the first text."""
+    started = time.monotonic()
     try:
         async for event in provider.stream(request):
-            await queue.put(event)
+            if isinstance(event, TextDelta):
+                if outcome.first_token_ms is None:
+                    outcome.first_token_ms = int((time.monotonic() - started) * 1000)
+                    first.set_result(None)
+                outcome.text += event.text
+            elif isinstance(event, ReplyDone):
+                outcome.done = event
     except ProviderError as error:
-        await queue.put(error)
+        outcome.status, outcome.error = Message.Status.FAILED, error
     except Exception as error:  # a provider bug must end the reply, not hang it
         logger.exception("Provider %s failed", provider.name)
-        await queue.put(ProviderError("provider_error", str(error) or type(error).__name__))
-    finally:
-        await queue.put(_END)
+        outcome.status = Message.Status.FAILED
+        outcome.error = ProviderError("provider_error", str(error) or type(error).__name__)
 
 
 async def _stream(job: ReplyJob) -> _Outcome:
-    """Relay the provider's deltas: the first at once, then coalesced to one frame per
-    flush interval."""
+    """Relay the provider's deltas: the first at once, then whatever arrived, once per
+    flush interval, until the stream ends or a stop is requested (checked with each
+    delta, and every 0.2 s while none comes)."""
     provider = get_provider()
     message = job.message
     flush_s = settings.PARLEY_STREAM_FLUSH_MS / 1000
     outcome = _Outcome()
     live = live_state()
-    queue: asyncio.Queue = asyncio.Queue()
-    started = time.monotonic()
-    producer = asyncio.create_task(_produce(provider, job.request, queue))
+    loop = asyncio.get_running_loop()
+    first = loop.create_future()
+    started = last_check = time.monotonic()
+    consumer = asyncio.create_task(_consume(provider, job.request, outcome, first))
     sent = 0  # code points already broadcast
-    last_flush = last_stop_check = started
-    stop_requested = False
 
-    async def flush() -> None:
-        nonlocal sent, last_flush, last_stop_check, stop_requested
-        last_flush = time.monotonic()
+    async def flush() -> bool:
+        """Publish what arrived since the last flush; True if a stop was requested."""
+        nonlocal sent, last_check
         if len(outcome.text) == sent:
-            return
+            if time.monotonic() - last_check < 0.15:  # polled about every 0.2 s
+                return False
+            last_check = time.monotonic()
+            return bool(await live.aget(_stop_key(message.pk)))
         delta = outcome.text[sent:]
         frame = MessageStream(
             conversation=message.conversation_id,
@@ -423,61 +436,46 @@ async def _stream(job: ReplyJob) -> _Outcome:
             offset=sent,
         )
         sent = len(outcome.text)
+        last_check = time.monotonic()
         # Store before publishing: a socket joining now gets in its snapshot every
         # delta it subscribed too late to receive. One round trip appends the delta,
         # renews the text's TTL and reads the stop flag.
-        stop_requested = bool(
-            await live.aappend(
-                _partial_key(message.pk),
-                delta,
-                total=outcome.text,
-                ttl=settings.PARLEY_REPLY_STALE_S,
-                flag=_stop_key(message.pk),
-            )
+        stop = await live.aappend(
+            _partial_key(message.pk),
+            delta,
+            total=outcome.text,
+            ttl=settings.PARLEY_REPLY_STALE_S,
+            flag=_stop_key(message.pk),
         )
-        last_stop_check = last_flush
         # Queued, not awaited: the layer publishes in call order (chat/layers.py).
         await broadcast.aconversation_send(
             conversation_id=message.conversation_id, frame=frame, wait=False
         )
+        return bool(stop)
 
+    stopped = False
     try:
         while True:
-            wait = (
-                max(0.0, last_flush + flush_s - time.monotonic())
-                if sent < len(outcome.text)
-                else 0.25
-            )
-            if not queue.empty():
-                event = queue.get_nowait()  # no wait_for (a task per call) when one is there
-            else:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=wait)
-                except TimeoutError:
-                    event = None
-            if isinstance(event, TextDelta):
-                if outcome.first_token_ms is None:
-                    outcome.first_token_ms = int((time.monotonic() - started) * 1000)
-                outcome.text += event.text
-            elif isinstance(event, ReplyDone):
-                outcome.done = event
-            elif isinstance(event, ProviderError):
-                outcome.status, outcome.error = Message.Status.FAILED, event
-            elif event is _END:
+            ended = consumer.done()  # before the flush: nothing can arrive after it
+            flushed = loop.time()
+            if await flush():
+                stopped = True
                 break
-            now = time.monotonic()
-            # The first delta goes out at once; later ones at most every flush_s.
-            if now - last_flush >= flush_s or (sent == 0 and outcome.text):
-                await flush()
-            if not stop_requested and now - last_stop_check >= 0.2:
-                last_stop_check = now
-                stop_requested = bool(await live.aget(_stop_key(message.pk)))
-            if stop_requested:
-                outcome.status = Message.Status.STOPPED
+            if ended:
                 break
-        await flush()
+            if first.done():  # the next flush, flush_s after this one began
+                await asyncio.wait((consumer,), timeout=max(0.0, flushed + flush_s - loop.time()))
+            else:  # the first delta goes out the moment it arrives
+                await asyncio.wait(
+                    (consumer, first), timeout=0.2, return_when=asyncio.FIRST_COMPLETED
+                )
     finally:
-        producer.cancel()
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+    if stopped:
+        outcome.status = Message.Status.STOPPED
+        await flush()  # what arrived before the stream was closed is kept, and sent
     outcome.total_ms = int((time.monotonic() - started) * 1000)
     return outcome
 

@@ -303,6 +303,13 @@ def _message_insert(
     return message, conversation_kind, character_id
 
 
+# Conversations known to be character conversations (a kind never changes): their
+# messages go straight to the transaction instead of first trying the quiet statement,
+# which refuses them. Bounded: forgetting one costs that statement once.
+_NOT_QUIET: set[int] = set()
+_NOT_QUIET_MAX = 100_000
+
+
 def message_post(
     *,
     user: User,
@@ -347,6 +354,7 @@ def message_post(
         if (
             attachment is None
             and connection.vendor == "postgresql"
+            and conversation_id not in _NOT_QUIET
             and not replies.may_address_characters(text=text, reply_to_id=reply_to_id)
         ):
             # Nested in a caller's transaction, a savepoint keeps a failed retry from
@@ -382,6 +390,10 @@ def _message_post_in_transaction(*, fields: dict, attachment) -> Message:
     if stored is None:
         raise ApplicationError("not_found", "No such conversation.")
     message, conversation_kind, character_id = stored
+    if conversation_kind == Conversation.Kind.CHARACTER:
+        if len(_NOT_QUIET) >= _NOT_QUIET_MAX:
+            _NOT_QUIET.clear()
+        _NOT_QUIET.add(message.conversation_id)
     if attachment is not None:
         attachments.attachment_claim(attachment=attachment, message=message)
     message_created_on_commit(message)

@@ -138,6 +138,9 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog (5) drops the connects of a burst of requests, which
+    # the client then retries after 1 s, 3 s, ...: the benchmark's 100 at once.
+    request_queue_size = 256
     block_on_close = False
     fake: FakeAnthropic
 

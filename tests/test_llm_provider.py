@@ -25,6 +25,16 @@ from tests.fake_anthropic import (
 
 pytestmark = pytest.mark.timeout(30)
 
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def fake_anthropic(request, fake_anthropic, settings):
+    """Here every test of the Anthropic provider runs over both of the SDK's transports:
+    the default (aiohttp) and httpx (ANTHROPIC_HTTP_CLIENT=httpx), whose errors differ."""
+    settings.ANTHROPIC_HTTP_CLIENT = request.param
+    reset_provider()
+    return fake_anthropic
+
+
 PERSONA = "You are Captain Mira, a pirate of the seven skies. You speak in nautical slang."
 
 
@@ -337,6 +347,14 @@ async def test_one_client_per_event_loop(fake_anthropic):
     assert there is not here
     assert provider.client() is here
     await provider.aclose()
+
+
+async def test_the_transport_is_the_one_configured(fake_anthropic, settings):
+    import anthropic
+
+    aiohttp = settings.ANTHROPIC_HTTP_CLIENT == "aiohttp"
+    assert isinstance(get_provider().client()._client, anthropic.DefaultAioHttpClient) is aiohttp
+    await collect(get_provider())
 
 
 # --- Offline responder

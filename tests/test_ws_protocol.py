@@ -693,6 +693,21 @@ def test_message_post_takes_a_fixed_small_number_of_queries(make_user, character
 
 
 @pytest.mark.django_db
+def test_later_messages_of_a_character_conversation_skip_the_group_statement(make_user, character):
+    user = make_user()
+    conversation, _ = services.conversation_open_with_character(user=user, slug="tester")
+    services.message_post(user=user, conversation_id=conversation.pk, client_id="c-1", text="hi")
+    with CaptureQueriesContext(connection) as queries:
+        result = services.message_post(
+            user=user, conversation_id=conversation.pk, client_id="c-2", text="again"
+        )
+    # The process knows this conversation is not a group: straight to the transaction.
+    (statement,) = _statements(queries)
+    assert statement.lstrip().startswith("WITH conv AS")
+    assert Message.objects.get(pk=result.message.pk).seq == result.message.seq
+
+
+@pytest.mark.django_db
 def test_a_retry_inside_a_callers_transaction_leaves_it_usable(make_user):
     user, other = make_user(), make_user()
     group = services.conversation_create_group(
