@@ -78,8 +78,15 @@ SERVERS = {
     # Parley again, every client also typing and sending receipts as a real one does
     # (ws_load.py --typing --receipts): the cost of the live signals (issue 6).
     "parley+live": ("parley", 8190, "ws://127.0.0.1:8190/ws/chat/", {}),
+    # Each half of the live load alone, to tell which costs what.
+    "parley+typing": ("parley", 8190, "ws://127.0.0.1:8190/ws/chat/", {}),
+    "parley+receipts": ("parley", 8190, "ws://127.0.0.1:8190/ws/chat/", {}),
 }
-LIVE_LOAD_ARGS = {"parley+live": ["--typing", "--receipts"]}
+LIVE_LOAD_ARGS = {
+    "parley+live": ["--typing", "--receipts"],
+    "parley+typing": ["--typing"],
+    "parley+receipts": ["--receipts"],
+}
 
 SCENARIOS = {
     # name: (ws_load args, quick overrides)
@@ -845,8 +852,8 @@ def summarize(results: list[dict], quick: bool = False) -> str:
                 _table(["pair", "deliv/s ratio", "p99 ratio", "server us/deliv ratio"], ratio_rows)
             )
         live_rows = []
-        for live in (s for s in names if s.endswith("+live")):
-            base = live.removesuffix("+live")
+        for live in (s for s in names if s.startswith("parley") and "+" in s):
+            base = live.rpartition("+")[0]
             if base in names:
                 row = [f"{live} / {base}"]
                 for fn in (

@@ -5,7 +5,9 @@
 
 Issue 3's recorded benchmark: the fake Anthropic provider (tests/fake_anthropic.py)
 answers after a fixed --latency-ms (200) and streams --tokens (300) at --tokens-per-s;
-N clients, each in its own character conversation, send one message at the same moment.
+N clients, each in its own character conversation, send one message at the same moment
+(a burst: the worst case). With --think-s T, they converse instead for --duration s:
+each sends its next message a mean T s (exponential) after its last reply ended.
 
 What it does (loopback only, bounded by --timeout):
 1. a fresh PostgreSQL database `parley_stream_bench` (dropped, created, migrated), one
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -262,7 +265,7 @@ async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
     rounds = []
     cpu_total = 0.0
     wall_total = 0.0
-    for rnd in range(a.warmup + a.rounds):
+    for rnd in range(a.warmup + (0 if a.think_s > 0 else a.rounds)):
         warm = rnd < a.warmup  # first replies import the SDK, open connections: not measured
         await asyncio.sleep(a.pause)
         loop = asyncio.get_running_loop()
@@ -295,17 +298,67 @@ async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
             f"replies done in "
             f"{w1 - w0:.2f}s, daphne CPU {cpu1 - cpu0:.2f}s"
         )
+    if a.think_s > 0:
+        cpu, wall, recs, peak = await converse(a, ready)
+        cpu_total, wall_total, rounds = cpu, wall, [recs]
+    else:
+        peak = len(ready)
     for c in ready:
         await c.ws.close()
     for t in tasks:
         t.cancel()
     return {
+        "peak_streaming": peak,
         "joined": len(ready),
         "rounds": rounds,
         "cpu_s": cpu_total,
         "wall_s": wall_total,
         "errors": sorted({e for c in clients for e in c.errors}),
     }
+
+
+async def converse(a, clients: list[Client]) -> tuple[float, float, list[dict], int]:
+    """--think-s: every client is a person in a conversation with the character for
+    --duration s: reads the reply, thinks (exponential, mean --think-s; the first wait
+    uniform in [0, 2 x mean], so that the conversations are out of step), sends the next
+    message, waits for the reply. (CPU s, window s, one record per reply, the most
+    replies streaming at once.)"""
+    loop = asyncio.get_running_loop()
+    rng = random.Random(1)
+    recs: list[dict] = []
+    busy = peak = 0
+    stop = loop.time() + a.duration
+    pid = int((OUT / "daphne.pid").read_text())
+
+    async def person(c: Client) -> None:
+        nonlocal busy, peak
+        wait = rng.uniform(0, 2 * a.think_s)
+        n = 0
+        while loop.time() + wait < stop:
+            await asyncio.sleep(wait)
+            c.round, c.done = {}, loop.create_future()
+            frame = {
+                "type": "message:send",
+                "conversation": c.conversation,
+                "client_id": f"sc-{os.getpid()}-{c.idx}-{n}",
+                "text": f"Tell me more, part {n}.",
+            }
+            busy += 1
+            peak = max(peak, busy)
+            c.round["t_send"] = time.perf_counter()
+            await c.ws.send(json.dumps(frame))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.done, a.reply_timeout)
+            busy -= 1
+            recs.append(dict(c.round))
+            n += 1
+            wait = rng.expovariate(1 / a.think_s)
+
+    cpu0, w0 = cpu_s(pid), time.perf_counter()
+    await asyncio.gather(*(person(c) for c in clients))
+    cpu1, w1 = cpu_s(pid), time.perf_counter()
+    log(f"{len(recs)} replies in {w1 - w0:.1f}s, {peak} at once at most, CPU {cpu1 - cpu0:.2f}s")
+    return cpu1 - cpu0, w1 - w0, recs, peak
 
 
 def summarize(a, res: dict) -> dict:
@@ -333,6 +386,10 @@ def summarize(a, res: dict) -> dict:
         "clients": a.clients,
         "joined": res["joined"],
         "rounds": a.rounds,
+        "mode": f"conversations, think {a.think_s:g} s, {a.duration:g} s" if a.think_s else "burst",
+        "peak_streaming": res["peak_streaming"],
+        # replies streaming at once, on average over the window
+        "mean_streaming": round(sum(total) / 1000 / max(res["wall_s"], 1e-9), 1),
         "sent": len(recs),
         "complete": replies,
         "incomplete_or_failed": len(recs) - replies,
@@ -429,9 +486,16 @@ def append_doc(a, cmd: str, summary: dict, machine: tuple[str, str]) -> None:
     f = s["frames_per_reply"]
     lines += [
         "",
-        f"{s['complete']}/{s['sent']} replies complete ({s['rounds']} measured round(s) after "
-        f"{a.warmup} warm-up round(s), x "
-        f"{s['joined']} clients), {s['incomplete_or_failed']} failed/incomplete, stream text "
+        (
+            f"{s['complete']}/{s['sent']} replies complete ({s['rounds']} measured round(s) "
+            f"after {a.warmup} warm-up round(s), x {s['joined']} clients, all sent at once)"
+            if not a.think_s
+            else f"{s['complete']}/{s['sent']} replies complete ({s['joined']} conversations "
+            f"for {a.duration:g} s after {a.warmup} warm-up burst(s), each sending its next "
+            f"message a mean {a.think_s:g} s (exponential) after a reply ended; replies "
+            f"streaming at once: {s['mean_streaming']} on average, {s['peak_streaming']} at most)"
+        )
+        + f", {s['incomplete_or_failed']} failed/incomplete, stream text "
         f"mismatches {s['stream_text_mismatch']}; frames per reply {f['min']}/{f['mean']}/"
         f"{f['max']} (min/mean/max), final text {s['text_len']} chars. Daphne CPU "
         f"{s['daphne_cpu_s']} s over {s['window_s']} s: **{s['cpu_ms_per_reply']} ms CPU "
@@ -448,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
+    ap.add_argument(
+        "--think-s",
+        type=float,
+        default=0,
+        help="> 0: instead of --rounds, each client converses for --duration s, thinking "
+        "this long on average between a reply and its next message",
+    )
+    ap.add_argument("--duration", type=float, default=60, help="with --think-s")
     ap.add_argument("--pause", type=float, default=1.0, help="seconds idle before each round")
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--tokens", type=int, default=300)
