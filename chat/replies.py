@@ -38,7 +38,7 @@ from chat.events import MessageStream, ReceiptUpdate, TypingIndicator, UserRef
 from chat.livestate import live_state
 from chat.models import Conversation, ConversationCharacter, Generation, Message
 from chat.rendering import render_markdown
-from chat.tasks import spawn
+from chat.tasks import spawn, submit
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ class ReplyJob:
     context: ContextInfo
     answers_through: int
     user_id: int | None
+    provider_stream: ProviderStream | None = None  # started by reply_start
 
 
 def _witnessed_since(conversation: Conversation, character: Character) -> int:
@@ -289,6 +290,7 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
     from chat.services import next_seq
 
     provider = get_provider()
+    provider_stream: ProviderStream | None = None
     try:
         with transaction.atomic():
             conversation = (
@@ -322,6 +324,10 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
                 )
             except ValueError:
                 return None  # nothing left that a reply could answer
+            # Under the lock, with every streaming reply in the window, nothing can refuse
+            # the reply now: ask the provider at once, so that storing and announcing the
+            # reply overlap the provider's latency instead of preceding it.
+            provider_stream = ProviderStream.begin(provider, request)
             seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
             answers_through = pending[-1].seq
             # No savepoint: under the conversation's lock, with every streaming reply
@@ -356,8 +362,12 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
                 conversation_id=conversation.pk,
                 frame=TypingIndicator(conversation=conversation.pk, user=who, is_typing=True),
             )
-    except IntegrityError:
-        return None  # a reply started meanwhile after all (the index keeps it to one)
+    except BaseException as error:
+        if provider_stream is not None:
+            provider_stream.cancel()
+        if isinstance(error, IntegrityError):
+            return None  # a reply started meanwhile after all (the index keeps it to one)
+        raise
     return ReplyJob(
         message=message,
         character=character,
@@ -365,6 +375,7 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
         context=context,
         answers_through=answers_through,
         user_id=pending[-1].sender_user_id,
+        provider_stream=provider_stream,
     )
 
 
@@ -379,6 +390,48 @@ class _Outcome:
     done: ReplyDone | None = None
     first_token_ms: int | None = None
     total_ms: int = 0
+
+
+class ProviderStream:
+    """A reply's request to the provider, read into an `_Outcome` by a task of the
+    server's loop. `reply_start` begins it from its thread before the reply is stored;
+    `_stream` relays from it (and starts it, when there was no loop to begin it on)."""
+
+    def __init__(self, provider, request: ReplyRequest) -> None:
+        self.provider, self.request = provider, request
+        self.outcome = _Outcome()
+        self.task: asyncio.Task | None = None
+        self.first: asyncio.Future | None = None  # resolved by the first text
+        self.cancelled = False
+
+    @classmethod
+    def begin(cls, provider, request: ReplyRequest) -> ProviderStream:
+        """From any thread: start it on the server's loop as soon as the loop gets to it."""
+        stream = cls(provider, request)
+        submit(stream._start_soon)
+        return stream
+
+    async def _start_soon(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        """On the loop; once."""
+        if self.task is not None or self.cancelled:
+            return
+        self.first = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(
+            _consume(self.provider, self.request, self.outcome, self.first)
+        )
+        if self.cancelled:  # cancelled from a thread meanwhile
+            self.task.cancel()
+
+    def cancel(self) -> None:
+        """From any thread: the reply was not stored after all."""
+        self.cancelled = True
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs
+                task.get_loop().call_soon_threadsafe(task.cancel)
 
 
 async def _consume(
@@ -411,12 +464,12 @@ async def _stream(job: ReplyJob) -> _Outcome:
     provider = get_provider()
     message = job.message
     flush_s = settings.PARLEY_STREAM_FLUSH_MS / 1000
-    outcome = _Outcome()
     live = live_state()
     loop = asyncio.get_running_loop()
-    first = loop.create_future()
     started = last_check = time.monotonic()
-    consumer = asyncio.create_task(_consume(provider, job.request, outcome, first))
+    source = job.provider_stream or ProviderStream(provider, job.request)
+    source.start()  # if reply_start could not (no loop to begin it on)
+    consumer, first, outcome = source.task, source.first, source.outcome
     sent = 0  # code points already broadcast
 
     async def flush() -> bool:

@@ -16,6 +16,7 @@ from chat import replies
 from chat.livestate import live_state
 from chat.models import Conversation, Message
 from chat.services import conversation_open_with_character, message_post
+from tests.fake_anthropic import ok
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -178,3 +179,74 @@ def test_the_reply_is_started_before_the_message_post_returns(
         time.sleep(0.05)
         reply.refresh_from_db()
     assert reply.status == "complete"
+
+
+def _wait_for_the_request(fake) -> bool:
+    """Whether the provider got a request within 5 s (from a thread of reply_start)."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while not fake.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(fake.requests)
+
+
+async def test_the_provider_is_asked_before_the_reply_is_stored(
+    chat_with, character, fake_anthropic, monkeypatch
+):
+    # The reply's seq, insert, commit and broadcasts overlap the provider's latency.
+    from chat import services
+    from chat.tasks import bind_server_loop
+
+    user, conversation = chat_with
+    await asyncio.to_thread(post, user, conversation, "Hello")
+    bind_server_loop()  # this test's loop plays the server's
+    seen: list[bool] = []
+    real_next_seq = services.next_seq
+
+    def next_seq(**kwargs):  # the reply's seq is taken only once the provider has the request
+        seen.append(_wait_for_the_request(fake_anthropic))
+        return real_next_seq(**kwargs)
+
+    monkeypatch.setattr(services, "next_seq", next_seq)
+    job = await asyncio.to_thread(start, conversation, character)
+    assert seen == [True]
+    outcome = await replies._stream(job)
+    assert (outcome.status, outcome.text) == ("complete", "Hello from the fake model.")
+    await asyncio.to_thread(replies.reply_finish, job=job, outcome=outcome)
+
+
+async def test_a_start_that_fails_after_asking_the_provider_cancels_the_request(
+    chat_with, character, fake_anthropic, monkeypatch
+):
+    from django.db import DatabaseError
+
+    from chat import services
+    from chat.tasks import bind_server_loop
+
+    user, conversation = chat_with
+    await asyncio.to_thread(post, user, conversation, "Hello")
+    bind_server_loop()
+    fake_anthropic.script(ok("A long answer " * 50, delay_s=0.05))
+    begun: list[replies.ProviderStream] = []
+    real_begin = replies.ProviderStream.begin
+
+    def begin(provider, request):
+        begun.append(real_begin(provider, request))
+        return begun[-1]
+
+    def failing_next_seq(**kwargs):
+        _wait_for_the_request(fake_anthropic)
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(replies.ProviderStream, "begin", staticmethod(begin))
+    monkeypatch.setattr(services, "next_seq", failing_next_seq)
+    with pytest.raises(DatabaseError):
+        await asyncio.to_thread(start, conversation, character)
+    (stream,) = begun
+    assert stream.cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await stream.task
+    assert stream.outcome.text != "A long answer " * 50  # cut short, never relayed
+    streaming = Message.objects.filter(conversation=conversation, status="streaming")
+    assert not await asyncio.to_thread(streaming.exists)  # the start rolled back
