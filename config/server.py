@@ -25,7 +25,10 @@ def main() -> None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import config.asgi  # noqa: F401  (the application: loaded before the collector is tuned)
+    from characters.llm import provider_preload
     from config.runtime import tune_garbage_collector
+
+    provider_preload()  # the model provider's SDK too, so that it is frozen with the rest
 
     # Here, not in config.asgi: a server process's tuning, not every importer's (a
     # test run that keeps cyclic garbage longer keeps its database connections too).

@@ -35,6 +35,27 @@ def test_the_collector_runs_young_collections_rarely_and_skips_what_is_loaded(se
         gc.set_threshold(*before)
 
 
+FREEZE_PROBE = """
+import gc, sys
+sys.argv = ["daphne", "--help"]
+from config import server
+try:
+    server.main()
+except SystemExit:
+    pass
+from anthropic.resources.messages import AsyncMessages
+print(any(o is AsyncMessages for o in gc.get_objects()))  # False: frozen, never walked
+"""
+
+
+def test_the_server_loads_the_model_sdk_before_freezing_what_is_loaded():
+    env = dict(os.environ, ANTHROPIC_API_KEY="sk-ant-probe", PARLEY_GC_FREEZE="1")
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_PROBE], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 def run_probe(env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-c", LOOP_PROBE], capture_output=True, text=True, env=env, check=True

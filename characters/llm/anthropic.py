@@ -179,6 +179,15 @@ class AnthropicProvider:
             http_client=settings.ANTHROPIC_HTTP_CLIENT,
         )
 
+    def preload(self) -> None:
+        """Import what a request will use (`characters.llm.provider_preload`)."""
+        import anthropic.lib.streaming
+        import anthropic.resources.messages  # noqa: F401
+
+        for name in ("httpcore2", "httpcore", "aiohttp"):  # the transports' own imports
+            with contextlib.suppress(ImportError):
+                __import__(name)
+
     # --- Client per event loop
 
     def client(self) -> anthropic.AsyncAnthropic:
