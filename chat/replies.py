@@ -516,9 +516,11 @@ async def _stream(job: ReplyJob) -> _Outcome:
                 break
             if ended:
                 break
-            if first.done():  # the next flush, flush_s after this one began
+            if sent:  # the next flush, flush_s after this one began
                 await asyncio.wait((consumer,), timeout=max(0.0, flushed + flush_s - loop.time()))
-            else:  # the first delta goes out the moment it arrives
+            else:
+                # The first delta goes out the moment it arrives, also when it arrived
+                # during this flush's poll of the stop flag (then this returns at once).
                 await asyncio.wait(
                     (consumer, first), timeout=0.2, return_when=asyncio.FIRST_COMPLETED
                 )

@@ -372,6 +372,37 @@ def test_group_links_are_unique(db, make_user, character):
         ConversationCharacter.objects.create(conversation=group, character=character)
 
 
+async def test_a_first_delta_that_arrives_during_a_stop_poll_is_not_held(
+    alice, character, fake_anthropic, settle, settings, monkeypatch
+):
+    # The relay polls the stop flag every 0.2 s until the first delta; made slow here, the
+    # poll is still running when the first token arrives (0.3 s), and the relay must then
+    # send it at once, not after a coalescing window.
+    from chat.livestate import LiveState
+
+    settings.PARLEY_STREAM_FLUSH_MS = 1500
+    fake_anthropic.script(ok("Ahoy! " * 20, chunk_size=6, latency_s=0.3, delay_s=0.1))
+    real_aget = LiveState.aget
+
+    async def slow_aget(self, key):
+        await asyncio.sleep(0.25)
+        return await real_aget(self, key)
+
+    monkeypatch.setattr(LiveState, "aget", slow_aget)
+    async with ws_session(alice) as (ws, _):
+        conversation = (await join_character(ws))["conversation"]["id"]
+        await send(ws, conversation, "Quick")
+        await receive_until(
+            ws, lambda f: f["type"] == "message:receive" and f["message"]["role"] == "assistant"
+        )
+        started = asyncio.get_running_loop().time()
+        first = (await receive_until(ws, lambda f: f["type"] == "message:stream"))[-1]
+        waited = asyncio.get_running_loop().time() - started
+        await receive_until(ws, reply_ended)
+    assert first["offset"] == 0 and first["delta"].startswith("Ahoy! ")
+    assert waited < 1.0, waited  # held for the window, it would come after ~1.7 s
+
+
 async def test_the_first_delta_is_not_held_for_the_coalescing_window(
     alice, character, fake_anthropic, settle, settings
 ):
