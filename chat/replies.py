@@ -390,6 +390,7 @@ class _Outcome:
     done: ReplyDone | None = None
     first_token_ms: int | None = None
     total_ms: int = 0
+    asked_at: float = 0.0  # monotonic time the provider was asked; both times count from it
 
 
 class ProviderStream:
@@ -419,6 +420,7 @@ class ProviderStream:
         if self.task is not None or self.cancelled:
             return
         self.first = asyncio.get_running_loop().create_future()
+        self.outcome.asked_at = time.monotonic()
         self.task = asyncio.create_task(
             _consume(self.provider, self.request, self.outcome, self.first)
         )
@@ -439,12 +441,11 @@ async def _consume(
 ) -> None:
     """Read the provider's stream into `outcome`. Per token only an append: `_stream`
     publishes on its own clock. `first` is resolved by the first text."""
-    started = time.monotonic()
     try:
         async for event in provider.stream(request):
             if isinstance(event, TextDelta):
                 if outcome.first_token_ms is None:
-                    outcome.first_token_ms = int((time.monotonic() - started) * 1000)
+                    outcome.first_token_ms = int((time.monotonic() - outcome.asked_at) * 1000)
                     first.set_result(None)
                 outcome.text += event.text
             elif isinstance(event, ReplyDone):
@@ -466,7 +467,7 @@ async def _stream(job: ReplyJob) -> _Outcome:
     flush_s = settings.PARLEY_STREAM_FLUSH_MS / 1000
     live = live_state()
     loop = asyncio.get_running_loop()
-    started = last_check = time.monotonic()
+    last_check = time.monotonic()
     source = job.provider_stream or ProviderStream(provider, job.request)
     source.start()  # if reply_start could not (no loop to begin it on)
     consumer, first, outcome = source.task, source.first, source.outcome
@@ -531,7 +532,7 @@ async def _stream(job: ReplyJob) -> _Outcome:
     if stopped:
         outcome.status = Message.Status.STOPPED
         await flush()  # what arrived before the stream was closed is kept, and sent
-    outcome.total_ms = int((time.monotonic() - started) * 1000)
+    outcome.total_ms = int((time.monotonic() - outcome.asked_at) * 1000)
     return outcome
 
 

@@ -372,6 +372,21 @@ def test_group_links_are_unique(db, make_user, character):
         ConversationCharacter.objects.create(conversation=group, character=character)
 
 
+async def first_delta_of_a_reply(alice) -> tuple[dict, float, list[dict]]:
+    """Send a message to the character: (the reply's first `message:stream`, seconds from
+    the reply's `message:receive` to it, every frame from it to the reply's end)."""
+    async with ws_session(alice) as (ws, _):
+        conversation = (await join_character(ws))["conversation"]["id"]
+        await send(ws, conversation, "Quick")
+        await receive_until(
+            ws, lambda f: f["type"] == "message:receive" and f["message"]["role"] == "assistant"
+        )
+        started = asyncio.get_running_loop().time()
+        first = (await receive_until(ws, lambda f: f["type"] == "message:stream"))[-1]
+        waited = asyncio.get_running_loop().time() - started
+        return first, waited, [first, *await receive_until(ws, reply_ended)]
+
+
 async def test_a_first_delta_that_arrives_during_a_stop_poll_is_not_held(
     alice, character, fake_anthropic, settle, settings, monkeypatch
 ):
@@ -389,16 +404,7 @@ async def test_a_first_delta_that_arrives_during_a_stop_poll_is_not_held(
         return await real_aget(self, key)
 
     monkeypatch.setattr(LiveState, "aget", slow_aget)
-    async with ws_session(alice) as (ws, _):
-        conversation = (await join_character(ws))["conversation"]["id"]
-        await send(ws, conversation, "Quick")
-        await receive_until(
-            ws, lambda f: f["type"] == "message:receive" and f["message"]["role"] == "assistant"
-        )
-        started = asyncio.get_running_loop().time()
-        first = (await receive_until(ws, lambda f: f["type"] == "message:stream"))[-1]
-        waited = asyncio.get_running_loop().time() - started
-        await receive_until(ws, reply_ended)
+    first, waited, _ = await first_delta_of_a_reply(alice)
     assert first["offset"] == 0 and first["delta"].startswith("Ahoy! ")
     assert waited < 1.0, waited  # held for the window, it would come after ~1.7 s
 
@@ -409,16 +415,7 @@ async def test_the_first_delta_is_not_held_for_the_coalescing_window(
     # A window far longer than the provider's first token: only later deltas wait for it.
     settings.PARLEY_STREAM_FLUSH_MS = 1500
     fake_anthropic.script(ok("Ahoy! " * 10, chunk_size=6, delay_s=0.05))
-    async with ws_session(alice) as (ws, _):
-        conversation = (await join_character(ws))["conversation"]["id"]
-        await send(ws, conversation, "Quick")
-        await receive_until(
-            ws, lambda f: f["type"] == "message:receive" and f["message"]["role"] == "assistant"
-        )
-        started = asyncio.get_running_loop().time()
-        first = (await receive_until(ws, lambda f: f["type"] == "message:stream"))[-1]
-        waited = asyncio.get_running_loop().time() - started
-        frames = [first, *await receive_until(ws, reply_ended)]
+    first, waited, frames = await first_delta_of_a_reply(alice)
     assert (first["offset"], first["delta"]) == (0, "Ahoy! ")
     assert waited < 0.75, waited
     # The rest is still coalesced: 10 chunks over ~0.5 s, one window.
