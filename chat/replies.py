@@ -287,7 +287,7 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
     One transaction of four statements in a character conversation: lock the
     conversation (with its character), read the window of messages (context, what is
     pending, any reply streaming), take the seq, insert the reply."""
-    from chat.services import next_seq
+    from chat.services import character_message_create
 
     provider = get_provider()
     provider_stream: ProviderStream | None = None
@@ -328,16 +328,13 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
             # the reply now: ask the provider at once, so that storing and announcing the
             # reply overlap the provider's latency instead of preceding it.
             provider_stream = ProviderStream.begin(provider, request)
-            seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
             answers_through = pending[-1].seq
             # No savepoint: under the conversation's lock, with every streaming reply
             # of it in the window, the partial unique index cannot refuse this one.
-            message = Message.objects.create(
+            message = character_message_create(
                 conversation=conversation,
-                seq=seq,
-                sender_character=character,
-                role=Message.Role.ASSISTANT,
-                kind=Message.Kind.TEXT,
+                character=character,
+                text="",
                 status=Message.Status.STREAMING,
                 metadata={
                     "answers_through": answers_through,
@@ -347,7 +344,6 @@ def reply_start(*, conversation_id: int, character_id: int) -> ReplyJob | None:
                 },
             )
             live_state().set(_partial_key(message.pk), "", ttl=settings.PARLEY_REPLY_STALE_S)
-            broadcast.message_created_on_commit(message)
             who = character_ref(character)
             broadcast.frame_on_commit(
                 conversation_id=conversation.pk,

@@ -47,7 +47,7 @@ def conversation_open_with_character(*, user: User, slug: str) -> tuple[Conversa
                 user=user, conversation=conversation, role=Membership.Role.OWNER
             )
             if character.greeting:
-                _character_message_create(
+                character_message_create(
                     conversation=conversation, character=character, text=character.greeting
                 )
     except IntegrityError:
@@ -432,9 +432,16 @@ def _rate_limited(user: User, conversation_id: int, client_id: str, retry_after:
     return PostResult(message=stored, created=False)
 
 
-def _character_message_create(
-    *, conversation: Conversation, character: Character, text: str
+def character_message_create(
+    *,
+    conversation: Conversation,
+    character: Character,
+    text: str,
+    status: str = Message.Status.COMPLETE,
+    metadata: dict | None = None,
 ) -> Message:
+    """A message of the character, with the next seq, announced on commit (a greeting;
+    a reply, `streaming` and empty at first)."""
     seq = next_seq(conversation_id=conversation.pk, user_id=None, now=timezone.now())
     message = Message.objects.create(
         conversation=conversation,
@@ -444,6 +451,8 @@ def _character_message_create(
         kind=Message.Kind.TEXT,
         text=text,
         html=render_markdown(text),
+        status=status,
+        metadata=metadata or {},
     )
     message_created_on_commit(message)
     return message
