@@ -8,6 +8,8 @@ answers after a fixed --latency-ms (200) and streams --tokens (300) at --tokens-
 N clients, each in its own character conversation, send one message at the same moment
 (a burst: the worst case). With --think-s T, they converse instead for --duration s:
 each sends its next message a mean T s (exponential) after its last reply ended.
+--history N starts every conversation with N messages (a long conversation: each reply
+then reads a full context window).
 
 What it does (loopback only, bounded by --timeout):
 1. a fresh PostgreSQL database `parley_stream_bench` (dropped, created, migrated), one
@@ -118,7 +120,7 @@ def server_env(a, fake_url: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- setup
 
 
-def setup_data(n: int, out: Path) -> None:
+def setup_data(n: int, out: Path, history: int = 0) -> None:
     """Runs in a child process with the server's DATABASE_URL and SECRET_KEY."""
     sys.path.insert(0, str(ROOT))
     import django
@@ -141,10 +143,56 @@ def setup_data(n: int, out: Path) -> None:
         user.set_unusable_password()
     User.objects.bulk_create(users)
     rows = []
+    conversations = []
     for user in User.objects.filter(username__startswith=PREFIX).order_by("username"):
         conversation, _ = conversation_open_with_character(user=user, slug=f"{PREFIX}char")
+        conversations.append((conversation, user))
         rows.append({"token": str(AccessToken.for_user(user)), "conversation": conversation.pk})
+    if history:
+        prefill(conversations, history)
     (out / "clients.json").write_text(json.dumps(rows))
+
+
+def prefill(conversations: list, history: int) -> None:
+    """--history: each conversation already holds `history` messages, turns of the user
+    and the character (the character's last), as a long-running conversation would."""
+    from django.db import connection
+    from django.db.models import F
+    from django.utils import timezone
+
+    from chat.models import Conversation, Message
+    from chat.rendering import render_markdown
+
+    said = "Tell me about the harbour, the ships and who sails them. " * 2
+    answered = "The harbour is busy at dawn; the ships come in with the tide. " * 6
+    said_html, answered_html = render_markdown(said), render_markdown(answered)
+    history += history % 2  # whole exchanges
+    now = timezone.now()
+    messages = []
+    for conversation, user in conversations:
+        base = conversation.last_seq
+        for i in range(1, history + 1):
+            mine = i % 2 == 1
+            messages.append(
+                Message(
+                    conversation=conversation,
+                    seq=base + i,
+                    sender_user=user if mine else None,
+                    sender_character=None if mine else conversation.character,
+                    role="user" if mine else "assistant",
+                    text=said if mine else answered,
+                    html=said_html if mine else answered_html,
+                    metadata={} if mine else {"answers_through": base + i - 1},
+                    created_at=now,
+                )
+            )
+    Message.objects.bulk_create(messages, batch_size=5000)
+    Conversation.objects.filter(pk__in=[c.pk for c, _ in conversations]).update(
+        last_seq=F("last_seq") + history
+    )
+    # Now, not in the middle of the run: autovacuum would analyze the new rows then.
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Message._meta.db_table}")
 
 
 def prepare_db(a, env: dict[str, str]) -> None:
@@ -162,7 +210,17 @@ def prepare_db(a, env: dict[str, str]) -> None:
         [PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=300
     )
     subprocess.run(
-        [PY, __file__, "--setup-only", "--clients", str(a.clients), "--out", str(OUT)],
+        [
+            PY,
+            __file__,
+            "--setup-only",
+            "--clients",
+            str(a.clients),
+            "--out",
+            str(OUT),
+            "--history",
+            str(a.history),
+        ],
         cwd=ROOT,
         env=env,
         check=True,
@@ -387,6 +445,7 @@ def summarize(a, res: dict) -> dict:
         "joined": res["joined"],
         "rounds": a.rounds,
         "mode": f"conversations, think {a.think_s:g} s, {a.duration:g} s" if a.think_s else "burst",
+        "history_messages": a.history,
         "peak_streaming": res["peak_streaming"],
         # replies streaming at once, on average over the window
         "mean_streaming": round(sum(total) / 1000 / max(res["wall_s"], 1e-9), 1),
@@ -468,7 +527,8 @@ def append_doc(a, cmd: str, summary: dict, machine: tuple[str, str]) -> None:
         "",
         f"Machine: {machine[0]} before, {machine[1]} after (shared, noisy). Fake provider: "
         f"{a.latency_ms:.0f} ms latency, {a.tokens} tokens at {a.tokens_per_s:g} tokens/s "
-        f"(0 = as fast as possible); PARLEY_STREAM_FLUSH_MS default (50).",
+        f"(0 = as fast as possible); PARLEY_STREAM_FLUSH_MS default (50)."
+        + (f" Each conversation began with {a.history} messages (--history)." if a.history else ""),
         "",
         "| measure | p50 | p95 | p99 | max |",
         "|---|---|---|---|---|",
@@ -521,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--duration", type=float, default=60, help="with --think-s")
     ap.add_argument("--pause", type=float, default=1.0, help="seconds idle before each round")
+    ap.add_argument("--history", type=int, default=0, help="messages already in each conversation")
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--tokens-per-s", type=float, default=100, help="0: as fast as possible")
@@ -532,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.setup_only:
-        setup_data(a.clients, Path(a.out))
+        setup_data(a.clients, Path(a.out), a.history)
         return 0
 
     def hard_stop(*_):

@@ -1,13 +1,16 @@
 """What a character is sent: its persona, then the newest messages that fit its budget.
 
 Pure functions over already loaded messages (no queries): the caller passes what the
-character witnessed, ascending by seq, with `sender_user` / `sender_character` loaded.
+character witnessed, ascending by seq: `chat.models.Message` instances with
+`sender_user` / `sender_character` loaded, or lighter records with the same attributes
+(`chat.replies.WindowMessage`, what a reply's start reads).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 
@@ -15,9 +18,29 @@ from .llm.base import ReplyRequest, Role, Turn
 from .llm.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 if TYPE_CHECKING:
-    from chat.models import Message
+    from datetime import datetime
 
     from .models import Character
+
+
+class ContextMessage(Protocol):
+    """What the context reads of a message. `sender_user` has `username` and
+    `display_name`, `sender_character` has `name` (None when there is no such sender)."""
+
+    role: str
+    kind: str
+    status: str
+    text: str
+    deleted_at: datetime | None
+    sender_user_id: int | None
+    sender_character_id: int | None
+
+    @property
+    def sender_user(self) -> Any: ...
+
+    @property
+    def sender_character(self) -> Any: ...
+
 
 GROUP_NOTE = (
     "This is a group conversation with several people and characters. Each message "
@@ -45,7 +68,7 @@ class _Entry:
     tokens: int
 
 
-def _speaker(message: Message) -> str:
+def _speaker(message: ContextMessage) -> str:
     if message.sender_character_id is not None and message.sender_character is not None:
         return message.sender_character.name
     if message.sender_user is not None:
@@ -53,7 +76,7 @@ def _speaker(message: Message) -> str:
     return "Someone"
 
 
-def _content(message: Message) -> str:
+def _content(message: ContextMessage) -> str:
     text = (message.text or "").strip()
     kind = getattr(message, "kind", "text") or "text"
     if kind not in ("text", "system"):
@@ -62,7 +85,7 @@ def _content(message: Message) -> str:
     return text
 
 
-def _eligible(message: Message) -> bool:
+def _eligible(message: ContextMessage) -> bool:
     return (
         message.role != "system"
         and message.status not in ("failed", "streaming")
@@ -71,7 +94,7 @@ def _eligible(message: Message) -> bool:
     )
 
 
-def _is_group(messages: list[Message], character: Character) -> bool:
+def _is_group(messages: list[ContextMessage], character: Character) -> bool:
     """More than one person, or another character, is speaking."""
     people = {m.sender_user_id for m in messages if m.sender_user_id is not None}
     others = {
@@ -85,7 +108,7 @@ def _is_group(messages: list[Message], character: Character) -> bool:
 def build_reply_request(
     *,
     character: Character,
-    messages: list[Message],
+    messages: Sequence[ContextMessage],
     group: bool | None = None,
     model: str | None = None,
 ) -> tuple[ReplyRequest, ContextInfo]:

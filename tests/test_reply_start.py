@@ -4,10 +4,12 @@ as a full read of the conversation, whatever the length of its history."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import FieldError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -63,6 +65,75 @@ def test_a_reply_starts_in_four_statements(chat_with, character):
     assert len(statements(captured.captured_queries)) == 4, statements(captured.captured_queries)
     assert job.request.turns[-1].text == "Message 4"
     assert job.answers_through == job.message.seq - 1
+    finish(job)
+
+
+def test_a_long_window_is_read_without_a_model_instance_per_message(
+    chat_with, character, monkeypatch
+):
+    """The window is read under the conversation's lock and holds up to
+    PARLEY_CONTEXT_MAX_MESSAGES messages: as plain records, not model instances (those
+    cost twice the query's own time in a long conversation)."""
+    user, conversation = chat_with
+    for n in range(30):
+        post(user, conversation, f"Message {n}")
+        finish(start(conversation, character))
+    post(user, conversation, "And now?")
+    built = []
+    init = Message.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Message, "__init__", counted)
+    job = start(conversation, character)
+    monkeypatch.undo()
+    assert job is not None
+    assert built == [job.message]  # only the reply it stores
+    # The same context as from model instances: the newest turns last, the character's
+    # own replies as its turns, every stored message counted.
+    assert [(t.role, t.text) for t in job.request.turns[-4:]] == [
+        ("assistant", "Noted."),
+        ("user", "Message 29"),
+        ("assistant", "Noted."),
+        ("user", "And now?"),
+    ]
+    stored = Message.objects.filter(conversation=conversation).exclude(pk=job.message.pk)
+    assert job.context.messages_total == stored.count() >= 61
+    assert job.answers_through == job.message.seq - 1
+    finish(job)
+
+
+def test_a_reply_start_leaves_its_window_to_reference_counting(chat_with, character):
+    """Nothing of what a reply start reads ends up in a reference cycle: a window of
+    hundreds of messages left for the garbage collector made the collections that
+    paused the server (an exception caught inside the query builder keeps its frames,
+    and their locals, alive until a collection)."""
+    user, conversation = chat_with
+    for n in range(5):
+        post(user, conversation, f"Message {n}")
+        finish(start(conversation, character))
+    post(user, conversation, "And now?")
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        job = start(conversation, character)
+        gc.collect()
+        cyclic = [
+            type(o).__name__
+            for o in gc.garbage
+            # (Redis handshakes that this old Redis refuses leave exceptions of their own:
+            # redis-py's, on each new connection of a test's throwaway event loop.)
+            if isinstance(o, (replies.WindowMessage, FieldError))
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert job is not None
+    assert cyclic == []
     finish(job)
 
 
