@@ -204,6 +204,7 @@ class WindowMessage:
 # collection frees: the long pauses of reply starts in long conversations).
 _ANSWERS_THROUGH = KeyTransform("answers_through", "metadata")
 
+# The record's own fields, in its order, then the senders' names.
 _WINDOW_FIELDS = (
     "pk",
     "seq",
@@ -236,14 +237,14 @@ def _window(conversation: Conversation, since: int) -> tuple[int, list[WindowMes
         .annotate(answers_through=_ANSWERS_THROUGH)
         .values_list(*_WINDOW_FIELDS)
     )
-    messages = [
-        WindowMessage(
-            *row[:12],
-            sender_user=_UserName(row[12], row[13]) if row[10] is not None else None,
-            sender_character=_CharacterName(row[14]) if row[11] is not None else None,
-        )
-        for row in rows
-    ]
+    messages = []
+    for *own, username, display_name, character_name in rows:
+        message = WindowMessage(*own, sender_user=None, sender_character=None)
+        if message.sender_user_id is not None:
+            message.sender_user = _UserName(username, display_name)
+        if message.sender_character_id is not None:
+            message.sender_character = _CharacterName(character_name)
+        messages.append(message)
     return first, messages
 
 

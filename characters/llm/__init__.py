@@ -34,7 +34,7 @@ def provider_preload() -> None:
     """Build the provider and import what it will need (for Claude, the SDK: some
     3,000 modules). A server process calls this before it freezes what is loaded
     (config/runtime.py): imported on the first reply instead, the SDK's objects were
-    walked by every full garbage collection (74 against 27 ms, docs/performance.md)."""
+    walked by every full garbage collection (74-88 ms against 33.5, docs/performance.md)."""
     preload = getattr(get_provider(), "preload", None)
     if preload is not None:
         preload()
