@@ -17,7 +17,10 @@ What it does (loopback only, bounded by --timeout):
    `conversation_open_with_character`, the code path the API uses), JWTs for them;
 2. the fake Anthropic server in its own process (pinned to CPU1 if taskset exists);
 3. the server as production runs it (`python -m config.server`: daphne on uvloop) with
-   DEBUG=0, Redis db 12, replies through the fake (pinned to CPU0);
+   DEBUG=0, Redis db 12, replies through the fake (pinned to CPU0), usage quotas on:
+   each message is charged to the user's default plan, whose text limit the setup
+   raises so that no run is refused (--no-metering: off, as records before
+   2026-11-24 ran);
 4. N websocket clients join their conversation, then all send at once (per round);
    each records t_send, the reply's `message:receive` (status streaming), its first
    `message:stream` frame and its `message:update` (complete);
@@ -107,7 +110,8 @@ def server_env(a, fake_url: str) -> dict[str, str]:
         SECURE_SSL_REDIRECT="0",
         LOG_LEVEL="WARNING",
         THROTTLE_SEND="",
-        PARLEY_USAGE_METERING="0",
+        # As production runs: each message is charged to the user's quota.
+        PARLEY_USAGE_METERING="0" if a.no_metering else "1",
         PARLEY_CHARACTER_REPLIES="1",
         ANTHROPIC_API_KEY=FAKE_KEY,
         ANTHROPIC_BASE_URL=fake_url,
@@ -131,7 +135,12 @@ def setup_data(n: int, out: Path, history: int = 0) -> None:
     from accounts.models import User
     from characters.models import Character
     from chat.services import conversation_open_with_character
+    from usage.models import PlanLimit
 
+    # The users stay on the default plan (metered, limited), with room for any run.
+    for limit in PlanLimit.objects.filter(plan__is_default=True, kind="text"):
+        limit.limit = 1_000_000
+        limit.save()
     Character.objects.create(
         slug=f"{PREFIX}char",
         name="Bench Character",
@@ -446,6 +455,7 @@ def summarize(a, res: dict) -> dict:
         "rounds": a.rounds,
         "mode": f"conversations, think {a.think_s:g} s, {a.duration:g} s" if a.think_s else "burst",
         "history_messages": a.history,
+        "metering": not a.no_metering,
         "peak_streaming": res["peak_streaming"],
         # replies streaming at once, on average over the window
         "mean_streaming": round(sum(total) / 1000 / max(res["wall_s"], 1e-9), 1),
@@ -528,7 +538,8 @@ def append_doc(a, cmd: str, summary: dict, machine: tuple[str, str]) -> None:
         f"Machine: {machine[0]} before, {machine[1]} after (shared, noisy). Fake provider: "
         f"{a.latency_ms:.0f} ms latency, {a.tokens} tokens at {a.tokens_per_s:g} tokens/s "
         f"(0 = as fast as possible); PARLEY_STREAM_FLUSH_MS default (50)."
-        + (f" Each conversation began with {a.history} messages (--history)." if a.history else ""),
+        + (f" Each conversation began with {a.history} messages (--history)." if a.history else "")
+        + (" Usage quotas off (--no-metering)." if a.no_metering else " Usage quotas on."),
         "",
         "| measure | p50 | p95 | p99 | max |",
         "|---|---|---|---|---|",
@@ -582,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=60, help="with --think-s")
     ap.add_argument("--pause", type=float, default=1.0, help="seconds idle before each round")
     ap.add_argument("--history", type=int, default=0, help="messages already in each conversation")
+    ap.add_argument(
+        "--no-metering",
+        action="store_true",
+        help="usage quotas off (PARLEY_USAGE_METERING=0), as records before 2026-11-24 ran",
+    )
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--tokens-per-s", type=float, default=100, help="0: as fast as possible")

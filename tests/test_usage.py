@@ -5,6 +5,7 @@ page and the admin. Concurrency is in tests/test_usage_concurrency.py."""
 from __future__ import annotations
 
 import importlib
+import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,14 @@ from config.errors import ApplicationError
 from tests.conftest import WS_TIMEOUT, ws_session
 from usage import selectors as usage_selectors
 from usage import services as usage_services
-from usage.models import CharacterLimit, Plan, PlanLimit, UsageCounter, UserPlan
+from usage.models import (
+    CharacterLimit,
+    Plan,
+    PlanBookVersion,
+    PlanLimit,
+    UsageCounter,
+    UserPlan,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usage]
 
@@ -506,11 +514,91 @@ def test_metering_costs_a_fixed_number_of_queries(plans, alice, character, setti
     metered = queries("a")
     settings.PARLEY_USAGE_METERING = False
     plain = queries("b")
-    # characters, the user's plan, the default plan, its limits, overrides, the upsert
-    assert metered - plain == 6
+    # The characters (with the plan book's version), the user's plan, the upsert: the
+    # default plan, the limits and the overrides come from the plan book it read once.
+    assert metered - plain == 3
     settings.PARLEY_USAGE_METERING = True
     UserPlan.objects.create(user=alice, plan=plans["premium"])
-    assert queries("c") - plain == 5  # no default plan to look up
+    assert queries("c") - plain == 3
+
+
+def _plan_book_reads(queries: CaptureQueriesContext) -> int:
+    return sum(
+        1
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and 'FROM "usage_planlimit"' in q["sql"]
+    )
+
+
+def test_the_plan_book_is_read_again_only_after_staff_change_it(plans, alice, character):
+    conversation = open_conversation(alice)
+    send(alice, conversation, "warm-up")
+    with CaptureQueriesContext(connection) as unchanged:
+        send(alice, conversation, "a")
+    assert _plan_book_reads(unchanged) == 0
+    free_text = PlanLimit.objects.get(plan=plans["free"], kind="text")
+    with CaptureQueriesContext(connection) as changed:
+        free_text.limit = 3
+        free_text.save()
+        send(alice, conversation, "b")  # the third: the last one the new limit allows
+        with pytest.raises(ApplicationError) as exc:
+            send(alice, conversation, "c")
+    assert exc.value.details["usage"]["limit"] == 3
+    assert _plan_book_reads(changed) == 1  # once for the change, not once per charge
+    override(character, plans["free"], 5)  # an override counts as a change too
+    assert send(alice, conversation, "d").seq > 0
+
+
+def test_a_rolled_back_change_is_not_kept_in_the_plan_book(plans, alice, character):
+    conversation = open_conversation(alice)
+    send(alice, conversation, "warm-up")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        free_text = PlanLimit.objects.get(plan=plans["free"], kind="text")
+        free_text.limit = 1
+        free_text.save()
+        with pytest.raises(ApplicationError):
+            send(alice, conversation, "inside")  # the transaction sees its own limit
+        raise RuntimeError("rolled back")
+    # Another change, committed: its version must not be mistaken for the rolled-back
+    # one's (a counter would give both the same number, and this process would keep
+    # the limit of 1 it read inside the rolled-back transaction).
+    free_audio = PlanLimit.objects.get(plan=plans["free"], kind="audio")
+    free_audio.limit = 6
+    free_audio.save()
+    assert send(alice, conversation, "after").seq > 0
+    assert usage_of(alice, character).limit == 30
+
+
+def test_a_change_committed_by_another_connection_applies_to_the_next_charge(
+    plans, alice, character
+):
+    conversation = open_conversation(alice)
+    send(alice, conversation, "warm-up")  # this process keeps the book: limit 30
+
+    def staff_elsewhere() -> None:  # a thread has its own connection: another process
+        try:
+            free_text = PlanLimit.objects.get(plan=plans["free"], kind="text")
+            free_text.limit = 1
+            free_text.save()
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=staff_elsewhere)
+    worker.start()
+    worker.join()
+    with pytest.raises(ApplicationError) as exc:
+        send(alice, conversation, "after")
+    assert exc.value.code == "quota_exceeded"
+    assert exc.value.details["usage"]["limit"] == 1
+
+
+def test_without_the_version_row_the_plan_book_is_never_kept(plans, alice, character):
+    conversation = open_conversation(alice)
+    PlanBookVersion.objects.all().delete()
+    send(alice, conversation, "a")
+    with CaptureQueriesContext(connection) as queries:
+        send(alice, conversation, "b")
+    assert _plan_book_reads(queries) == 1
 
 
 # --- Websocket signals

@@ -96,6 +96,19 @@ class CharacterLimit(models.Model):
         return f"{self.character} on {self.plan}: {self.kind}"
 
 
+class PlanBookVersion(models.Model):
+    """One row whose `version` is drawn anew, at random, by each change to plans,
+    limits and overrides (usage.signals, in the changing transaction). A process keeps
+    what it read of them (`usage.selectors.plan_book`) while the version is the same: a
+    change is seen by the next charge on every process. Random, not counted: a
+    rolled-back change and a later one must never share a version."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"plan book version {self.version}"
+
+
 class UserPlan(models.Model):
     """The plan a user holds; after `expires_at` they are back on the default plan."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from accounts.models import User
@@ -22,7 +22,16 @@ from accounts.timezones import zone_of
 from characters.models import Character
 from chat.events import ConversationOut, UsageOut
 from config.errors import ApplicationError
-from usage.models import CharacterLimit, Kind, Period, Plan, PlanLimit, UsageCounter, UserPlan
+from usage.models import (
+    CharacterLimit,
+    Kind,
+    Period,
+    Plan,
+    PlanBookVersion,
+    PlanLimit,
+    UsageCounter,
+    UserPlan,
+)
 from usage.periods import Window, window_of
 
 KINDS: tuple[str, ...] = tuple(Kind.values)
@@ -97,8 +106,11 @@ def _active_grants(now: datetime) -> Q:
     return Q(expires_at__isnull=True) | Q(expires_at__gt=now)
 
 
-def plans_of(*, user_ids: Iterable[int], now: datetime) -> dict[int, Plan | None]:
-    """Each user's current plan: two queries at most, however many users."""
+def plans_of(
+    *, user_ids: Iterable[int], now: datetime, book: PlanBook | None = None
+) -> dict[int, Plan | None]:
+    """Each user's current plan: one query however many users, and the plan book's
+    version when some hold no plan of their own (none with `book`)."""
     user_ids = list(user_ids)
     grants = {
         grant.user_id: grant.plan
@@ -108,7 +120,7 @@ def plans_of(*, user_ids: Iterable[int], now: datetime) -> dict[int, Plan | None
     }
     default = None
     if len(grants) < len(set(user_ids)):
-        default = Plan.objects.filter(is_default=True).first()
+        default = (book or plan_book()).default
     return {user_id: grants.get(user_id, default) for user_id in user_ids}
 
 
@@ -146,17 +158,70 @@ def plan_table() -> list[PlanRow]:
 # --- Limits and quotas
 
 
+@dataclass(frozen=True)
+class PlanBook:
+    """What staff set for every plan: the default plan, each plan's limits and the
+    character overrides. Read on every metered message and changed rarely, so each
+    process keeps the last one it read, with the version it was read at."""
+
+    version: int | None  # PlanBookVersion's; None: no version row, never kept
+    default: Plan | None
+    base: dict[tuple[int, str], Limit]  # (plan, kind)
+    overrides: dict[tuple[int, int, str], Limit]  # (plan, character, kind)
+
+
+_book: PlanBook | None = None
+
+
+def plan_book_version_expression() -> Subquery:
+    """The plan book's version as an annotation: a caller reading rows anyway gets it
+    without a round trip of its own (see `usage.services.usage_charge_message`)."""
+    return Subquery(PlanBookVersion.objects.filter(pk=1).values("version")[:1])
+
+
+def plan_book(*, version: int | None = None) -> PlanBook:
+    """The current plan book: the one this process read last when its version is still
+    the database's (one small query for the version, none when the caller passes it),
+    else read again (three queries). Inside a transaction that changed limits the
+    version is that transaction's own, so it reads its own changes, and a rollback
+    leaves them behind with the version they were read at."""
+    global _book
+    if version is None:
+        version = PlanBookVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    book = _book
+    if book is not None and version is not None and book.version == version:
+        return book
+    book = PlanBook(
+        version=version,
+        default=Plan.objects.filter(is_default=True).first(),
+        base={
+            (row.plan_id, row.kind): Limit(period=row.period, limit=row.limit)
+            for row in PlanLimit.objects.all()
+        },
+        overrides={
+            (row.plan_id, row.character_id, row.kind): Limit(period=row.period, limit=row.limit)
+            for row in CharacterLimit.objects.all()
+        },
+    )
+    if version is not None:
+        _book = book
+    return book
+
+
 def _limit_of(
     *,
     plan: Plan | None,
     character_id: int,
     kind: str,
-    base: dict[tuple[int, str], Limit],
-    overrides: dict[tuple[int, int, str], Limit],
+    book: PlanBook,
 ) -> Limit:
     if plan is None:
         return UNLIMITED
-    return overrides.get((plan.pk, character_id, kind)) or base.get((plan.pk, kind)) or UNLIMITED
+    return (
+        book.overrides.get((plan.pk, character_id, kind))
+        or book.base.get((plan.pk, kind))
+        or UNLIMITED
+    )
 
 
 def quotas_of(
@@ -165,22 +230,13 @@ def quotas_of(
     characters: list[Character],
     kinds: Iterable[str] = KINDS,
     now: datetime,
+    book: PlanBook | None = None,
 ) -> list[Quota]:
-    """Every (user, character, kind) quota, in that order: four queries at most."""
+    """Every (user, character, kind) quota, in that order: two queries (the users'
+    plans, the plan book's version), one with `book`."""
     kinds = list(kinds)
-    plans = plans_of(user_ids=[u.pk for u in users], now=now)
-    plan_ids = {p.pk for p in plans.values() if p is not None}
-    base: dict[tuple[int, str], Limit] = {}
-    overrides: dict[tuple[int, int, str], Limit] = {}
-    if plan_ids:
-        for row in PlanLimit.objects.filter(plan_id__in=plan_ids, kind__in=kinds):
-            base[row.plan_id, row.kind] = Limit(period=row.period, limit=row.limit)
-        for row in CharacterLimit.objects.filter(
-            plan_id__in=plan_ids, character__in=characters, kind__in=kinds
-        ):
-            overrides[row.plan_id, row.character_id, row.kind] = Limit(
-                period=row.period, limit=row.limit
-            )
+    book = book or plan_book()
+    plans = plans_of(user_ids=[u.pk for u in users], now=now, book=book)
     quotas = []
     for user in users:
         zone = zone_of(user.time_zone)
@@ -190,8 +246,7 @@ def quotas_of(
                     plan=plans[user.pk],
                     character_id=character.pk,
                     kind=kind,
-                    base=base,
-                    overrides=overrides,
+                    book=book,
                 )
                 quotas.append(
                     Quota(

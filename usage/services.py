@@ -145,7 +145,12 @@ def _used_now(quota: Quota) -> int:
 
 
 def usage_charge(
-    *, user: User, characters: list[Character], kind: str, now: datetime | None = None
+    *,
+    user: User,
+    characters: list[Character],
+    kind: str,
+    now: datetime | None = None,
+    book: selectors.PlanBook | None = None,
 ) -> list[tuple[Quota, int]]:
     """Take one unit of `kind` with each character, all or none (call it inside the
     caller's transaction; a refusal raises `QuotaExceeded` and must roll it back).
@@ -157,7 +162,10 @@ def usage_charge(
     # Fixed order: two sends charging the same characters lock their counters alike.
     characters = sorted(characters, key=lambda c: c.pk)
     charges = []
-    for quota in selectors.quotas_of(users=[user], characters=characters, kinds=[kind], now=now):
+    quotas = selectors.quotas_of(
+        users=[user], characters=characters, kinds=[kind], now=now, book=book
+    )
+    for quota in quotas:
         used = _take_unit(quota, now=now)
         if used is None:
             raise QuotaExceeded(quota=quota, used=_used_now(quota))
@@ -185,10 +193,19 @@ def usage_charge_message(
     )
     if not ids:
         return []
-    characters = list(Character.objects.filter(pk__in=ids).only("slug", "name"))
+    # The plan book's version comes with the characters: on the path of every message,
+    # the limits then cost no query while staff have not changed them.
+    characters = list(
+        Character.objects.filter(pk__in=ids)
+        .only("slug", "name")
+        .annotate(plan_book_version=selectors.plan_book_version_expression())
+    )
+    book = selectors.plan_book(version=characters[0].plan_book_version) if characters else None
     private = conversation_kind == Conversation.Kind.CHARACTER
     try:
-        charges = usage_charge(user=message.sender_user, characters=characters, kind=kind)
+        charges = usage_charge(
+            user=message.sender_user, characters=characters, kind=kind, book=book
+        )
     except QuotaExceeded as refused:
         if private:
             refused.conversation_id = message.conversation_id
