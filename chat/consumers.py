@@ -62,6 +62,21 @@ def _echoable(value: object) -> str | None:
     return value
 
 
+def _oversized_send(text: str) -> dict | None:
+    """The `message:send` in a frame over the size limit, so that it still gets its
+    `message:status` (guarantee 1); None for any other frame. Only a frame that names
+    the type is parsed, and daphne caps frames at 1 MiB."""
+    if '"message:send"' not in text:
+        return None
+    try:
+        content = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(content, dict) and content.get("type") == "message:send":
+        return content
+    return None
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope, receive, send):
         # Channels' own loop, with a cheaper wait for the next message (chat/dispatch.py).
@@ -145,7 +160,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if len(text) > limit or (
             len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
         ):
-            return await self.send_error("too_large", f"Frames are limited to {limit} bytes.")
+            error = ApplicationError("too_large", f"Frames are limited to {limit} bytes.")
+            if (send := _oversized_send(text)) is not None:
+                client_id = _echoable(send.get("client_id"))
+                return await self.fail(
+                    error, frame_type="message:send", content=send, client_id=client_id
+                )
+            return await self.send_error(error.code, error.message)
         try:
             content = json.loads(text)
         except (ValueError, RecursionError):

@@ -515,6 +515,36 @@ async def test_bad_frame_gets_an_error_and_the_socket_stays_open(alice, characte
     assert await stored() == [(1, "Hello, tester here.")]
 
 
+async def test_an_oversized_send_still_gets_its_message_status(alice, character):
+    async with ws_session(alice) as (ws, _):
+        cid = await character_conversation(ws)
+        frame = {"type": "message:send", "conversation": cid, "client_id": "c-big"}
+        await send_raw(ws, json.dumps({**frame, "text": "x" * 70_000}))
+        status, error = await frames_until_pong(ws)
+    assert status == {
+        "type": "message:status",
+        "conversation": cid,
+        "client_id": "c-big",
+        "message_id": None,
+        "seq": None,
+        "status": "failed",
+        "duplicate": False,
+        "error": {"code": "too_large", "message": "Frames are limited to 65536 bytes."},
+    }
+    assert (error["type"], error["code"], error["client_id"]) == ("error", "too_large", "c-big")
+    assert await stored() == [(1, "Hello, tester here.")]
+
+
+async def test_an_oversized_frame_naming_the_send_type_in_a_string_gets_only_an_error(
+    alice, character
+):
+    async with ws_session(alice) as (ws, _):
+        await character_conversation(ws)
+        await send_raw(ws, json.dumps({"type": "ping", "t": '"message:send"' + "x" * 70_000}))
+        [error] = await frames_until_pong(ws)
+    assert (error["type"], error["code"]) == ("error", "too_large")
+
+
 async def test_empty_text_frame_gets_bad_request(alice):
     async with ws_session(alice) as (ws, _):
         await ws.send_input({"type": "websocket.receive", "text": ""})
