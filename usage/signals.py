@@ -19,6 +19,8 @@ def plan_book_changed() -> None:
     PlanBookVersion.objects.update_or_create(pk=1, defaults={"version": secrets.randbits(63)})
 
 
+# Connected before the receivers below (defined first): their usage:update frames read
+# the plan book, which must be the changed one.
 @receiver(post_save, sender=Plan)
 @receiver(post_delete, sender=Plan)
 @receiver(post_save, sender=PlanLimit)
