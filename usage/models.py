@@ -103,6 +103,8 @@ class PlanBookVersion(models.Model):
     change is seen by the next charge on every process. Random, not counted: a
     rolled-back change and a later one must never share a version."""
 
+    ROW = 1  # the primary key of the one row (created by migration 0003)
+
     version = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:

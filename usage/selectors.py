@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, Subquery
@@ -171,23 +172,29 @@ class PlanBook:
 
 
 _book: PlanBook | None = None
+_UNREAD: Any = object()  # plan_book's `version` not passed: read it
+
+
+def _version_row():
+    return PlanBookVersion.objects.filter(pk=PlanBookVersion.ROW).values_list("version", flat=True)
 
 
 def plan_book_version_expression() -> Subquery:
     """The plan book's version as an annotation: a caller reading rows anyway gets it
     without a round trip of its own (see `usage.services.usage_charge_message`)."""
-    return Subquery(PlanBookVersion.objects.filter(pk=1).values("version")[:1])
+    return Subquery(_version_row()[:1])
 
 
-def plan_book(*, version: int | None = None) -> PlanBook:
+def plan_book(*, version: int | None = _UNREAD) -> PlanBook:
     """The current plan book: the one this process read last when its version is still
-    the database's (one small query for the version, none when the caller passes it),
-    else read again (three queries). Inside a transaction that changed limits the
-    version is that transaction's own, so it reads its own changes, and a rollback
-    leaves them behind with the version they were read at."""
+    the database's (one small query for the version, none when the caller passes it;
+    None: there is no version row), else read again (three queries). Inside a
+    transaction that changed limits the version is that transaction's own, so it reads
+    its own changes, and a rollback leaves them behind with the version they were read
+    at."""
     global _book
-    if version is None:
-        version = PlanBookVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    if version is _UNREAD:
+        version = _version_row().first()
     book = _book
     if book is not None and version is not None and book.version == version:
         return book

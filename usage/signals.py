@@ -16,7 +16,9 @@ from usage.models import CharacterLimit, Plan, PlanBookVersion, PlanLimit, UserP
 
 def plan_book_changed() -> None:
     # Created when missing (a flushed table): without the row no process keeps a book.
-    PlanBookVersion.objects.update_or_create(pk=1, defaults={"version": secrets.randbits(63)})
+    PlanBookVersion.objects.update_or_create(
+        pk=PlanBookVersion.ROW, defaults={"version": secrets.randbits(63)}
+    )
 
 
 # Connected before the receivers below (defined first): their usage:update frames read
