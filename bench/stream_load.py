@@ -17,7 +17,8 @@ What it does (loopback only, bounded by --timeout):
    `conversation_open_with_character`, the code path the API uses), JWTs for them;
 2. the fake Anthropic server in its own process (pinned to CPU1 if taskset exists);
 3. the server as production runs it (`python -m config.server`: daphne on uvloop) with
-   DEBUG=0, Redis db 12, replies through the fake (pinned to CPU0), usage quotas on:
+   DEBUG=0, Redis db 12, replies through the fake (pinned to CPU0; --processes N: N
+   servers sharing the database and Redis, server i on CPU i), usage quotas on:
    each message is charged to the user's default plan, whose text limit the setup
    raises so that no run is refused (--no-metering: off, as records before
    2026-11-24 ran);
@@ -25,7 +26,8 @@ What it does (loopback only, bounded by --timeout):
    each records t_send, the reply's `message:receive` (status streaming), its first
    `message:stream` frame and its `message:update` (complete);
 5. added time to first delta = (t_first_stream - t_send) - latency; daphne's CPU
-   (utime+stime from /proc) over the send window divided by the replies;
+   (utime+stime from /proc, summed over the servers) over the send window divided by
+   the replies; how late the clients' own event loop woke (`client_loop_lag_ms`);
 6. stops what it started (process groups) and prints a summary (JSON too).
 """
 
@@ -323,22 +325,41 @@ async def open_client(c: Client, url: str, sem: asyncio.Semaphore, tasks: set) -
             return False
 
 
-async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
+def servers_cpu_s(pids: list[int]) -> float:
+    return sum(cpu_s(pid) for pid in pids)
+
+
+async def loop_lag(lags: list[float], period_s: float = 0.005) -> None:
+    """How late the clients' own loop wakes (ms): every timestamp the clients take is
+    late by about as much, so this bounds the load generator's share of a figure."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        lags.append((loop.time() - due) * 1000)
+
+
+async def drive(a, urls: list[str], clients: list[Client], pids: list[int]) -> dict:
+    """Client i talks to server i mod len(urls), as a balancer would spread them."""
     tasks: set = set()
     sem = asyncio.Semaphore(25)
-    ok = await asyncio.gather(*(open_client(c, url, sem, tasks) for c in clients))
+    ok = await asyncio.gather(
+        *(open_client(c, urls[c.idx % len(urls)], sem, tasks) for c in clients)
+    )
     ready = [c for c, j in zip(clients, ok, strict=True) if j]
     log(f"{len(ready)}/{len(clients)} clients joined")
     rounds = []
     cpu_total = 0.0
     wall_total = 0.0
+    lags: list[float] = []
+    lag_task = asyncio.create_task(loop_lag(lags))
     for rnd in range(a.warmup + (0 if a.think_s > 0 else a.rounds)):
         warm = rnd < a.warmup  # first replies import the SDK, open connections: not measured
         await asyncio.sleep(a.pause)
         loop = asyncio.get_running_loop()
         for c in ready:
             c.round, c.done = {}, loop.create_future()
-        cpu0, w0 = cpu_s(daphne_pid), time.perf_counter()
+        cpu0, w0 = servers_cpu_s(pids), time.perf_counter()
         for c in ready:  # one burst: each client's own t_send just before its frame
             frame = {
                 "type": "message:send",
@@ -350,7 +371,7 @@ async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
             await c.ws.send(json.dumps(frame))
         pending = [c.done for c in ready]
         _, not_done = await asyncio.wait(pending, timeout=a.reply_timeout)
-        cpu1, w1 = cpu_s(daphne_pid), time.perf_counter()
+        cpu1, w1 = servers_cpu_s(pids), time.perf_counter()
         if not warm:
             cpu_total += cpu1 - cpu0
             wall_total += w1 - w0
@@ -366,10 +387,11 @@ async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
             f"{w1 - w0:.2f}s, daphne CPU {cpu1 - cpu0:.2f}s"
         )
     if a.think_s > 0:
-        cpu, wall, recs, peak = await converse(a, ready)
+        cpu, wall, recs, peak = await converse(a, ready, pids)
         cpu_total, wall_total, rounds = cpu, wall, [recs]
     else:
         peak = len(ready)
+    lag_task.cancel()
     for c in ready:
         await c.ws.close()
     for t in tasks:
@@ -377,6 +399,7 @@ async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
     return {
         "peak_streaming": peak,
         "joined": len(ready),
+        "client_loop_lag_ms": lags,
         "rounds": rounds,
         "cpu_s": cpu_total,
         "wall_s": wall_total,
@@ -384,7 +407,9 @@ async def drive(a, url: str, clients: list[Client], daphne_pid: int) -> dict:
     }
 
 
-async def converse(a, clients: list[Client]) -> tuple[float, float, list[dict], int]:
+async def converse(
+    a, clients: list[Client], pids: list[int]
+) -> tuple[float, float, list[dict], int]:
     """--think-s: every client is a person in a conversation with the character for
     --duration s: reads the reply, thinks (exponential, mean --think-s; the first wait
     uniform in [0, 2 x mean], so that the conversations are out of step), sends the next
@@ -395,7 +420,6 @@ async def converse(a, clients: list[Client]) -> tuple[float, float, list[dict], 
     recs: list[dict] = []
     busy = peak = 0
     stop = loop.time() + a.duration
-    pid = int((OUT / "daphne.pid").read_text())
 
     async def person(c: Client) -> None:
         nonlocal busy, peak
@@ -421,9 +445,9 @@ async def converse(a, clients: list[Client]) -> tuple[float, float, list[dict], 
             n += 1
             wait = rng.expovariate(1 / a.think_s)
 
-    cpu0, w0 = cpu_s(pid), time.perf_counter()
+    cpu0, w0 = servers_cpu_s(pids), time.perf_counter()
     await asyncio.gather(*(person(c) for c in clients))
-    cpu1, w1 = cpu_s(pid), time.perf_counter()
+    cpu1, w1 = servers_cpu_s(pids), time.perf_counter()
     log(f"{len(recs)} replies in {w1 - w0:.1f}s, {peak} at once at most, CPU {cpu1 - cpu0:.2f}s")
     return cpu1 - cpu0, w1 - w0, recs, peak
 
@@ -456,6 +480,7 @@ def summarize(a, res: dict) -> dict:
         "mode": f"conversations, think {a.think_s:g} s, {a.duration:g} s" if a.think_s else "burst",
         "history_messages": a.history,
         "metering": not a.no_metering,
+        "processes": a.processes,
         "peak_streaming": res["peak_streaming"],
         # replies streaming at once, on average over the window
         "mean_streaming": round(sum(total) / 1000 / max(res["wall_s"], 1e-9), 1),
@@ -471,6 +496,9 @@ def summarize(a, res: dict) -> dict:
         "server_ttft_minus_latency_ms": dist(ttft),
         "reply_receive_to_first_delta_minus_latency_ms": dist(status_to_first),
         "send_to_complete_ms": dist(total),
+        # The load generator's own delay (warm-up included): small against the figures
+        # above, or they measure the clients rather than the server.
+        "client_loop_lag_ms": dist(res["client_loop_lag_ms"]),
         "frames_per_reply": {
             "min": min(frames, default=0),
             "mean": round(sum(frames) / max(1, len(frames)), 1),
@@ -539,7 +567,8 @@ def append_doc(a, cmd: str, summary: dict, machine: tuple[str, str]) -> None:
         f"{a.latency_ms:.0f} ms latency, {a.tokens} tokens at {a.tokens_per_s:g} tokens/s "
         f"(0 = as fast as possible); PARLEY_STREAM_FLUSH_MS default (50)."
         + (f" Each conversation began with {a.history} messages (--history)." if a.history else "")
-        + (" Usage quotas off (--no-metering)." if a.no_metering else " Usage quotas on."),
+        + (" Usage quotas off (--no-metering)." if a.no_metering else " Usage quotas on.")
+        + (f" {a.processes} server processes (--processes)." if a.processes > 1 else ""),
         "",
         "| measure | p50 | p95 | p99 | max |",
         "|---|---|---|---|---|",
@@ -551,6 +580,7 @@ def append_doc(a, cmd: str, summary: dict, machine: tuple[str, str]) -> None:
         ("send to reply `message:receive` (ms)", "send_to_reply_receive_ms"),
         ("server TTFT minus latency (ms)", "server_ttft_minus_latency_ms"),
         ("send to `message:update` complete (ms)", "send_to_complete_ms"),
+        ("the clients' loop waking late (ms)", "client_loop_lag_ms"),
     ):
         v = s[key]
         lines.append(f"| {label} | {v['p50']} | {v['p95']} | {v['p99']} | {v['max']} |")
@@ -601,6 +631,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--tokens-per-s", type=float, default=100, help="0: as fast as possible")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes (Parley scaled out: one Redis, one PostgreSQL); server i "
+        "is pinned to CPU i, client j talks to server j mod N",
+    )
     ap.add_argument("--redis-db", type=int, default=12)
     ap.add_argument("--reply-timeout", type=float, default=60)
     ap.add_argument("--timeout", type=float, default=300, help="hard limit, seconds")
@@ -608,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(OUT), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.processes < 1:
+        ap.error("--processes must be at least 1")
     if a.setup_only:
         setup_data(a.clients, Path(a.out), a.history)
         return 0
@@ -621,9 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join([".venv/bin/python", "bench/stream_load.py", *sys.argv[1:]])
     machine_before = machine_line()
     log(machine_before)
-    fake = daphne = None
+    fake = None
+    servers: list[subprocess.Popen] = []
     try:
-        fake_port, port = free_port(), free_port()
+        fake_port = free_port()
         fake_cmd = [PY, "-m", "tests.fake_anthropic", "--port", str(fake_port)]
         fake_cmd += ["--latency-ms", str(a.latency_ms), "--tokens", str(a.tokens)]
         fake_cmd += ["--tokens-per-s", str(a.tokens_per_s)]
@@ -642,26 +682,34 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["redis-cli", "-n", str(a.redis_db), "FLUSHDB"], capture_output=True)
         if not port_open(fake_port, 15):
             raise RuntimeError("the fake Anthropic server did not start")
-        daphne_cmd = [PY, "-m", "config.server", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
-        daphne = subprocess.Popen(
-            pin(0, [*daphne_cmd, "config.asgi:application"]),
-            cwd=ROOT,
-            env=env,
-            stdout=open(OUT / "daphne.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if not port_open(port, 30):
-            raise RuntimeError("daphne did not start")
-        (OUT / "daphne.pid").write_text(str(daphne.pid))  # for a profiler alongside
+        ports = [free_port() for _ in range(a.processes)]
+        for i, port in enumerate(ports):  # server i on CPU i: the second beside the fake
+            daphne_cmd = [PY, "-m", "config.server", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
+            servers.append(
+                subprocess.Popen(
+                    pin(i % (os.cpu_count() or 1), [*daphne_cmd, "config.asgi:application"]),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=open(OUT / f"daphne{i or ''}.log", "w"),  # noqa: SIM115
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        for port in ports:
+            if not port_open(port, 30):
+                raise RuntimeError("daphne did not start")
+        # For a profiler alongside: the first server's pid.
+        (OUT / "daphne.pid").write_text(str(servers[0].pid))
         rows = json.loads((OUT / "clients.json").read_text())
         clients = [Client(i, r["token"], r["conversation"]) for i, r in enumerate(rows)]
         with contextlib.suppress(AttributeError, OSError):
             os.sched_setaffinity(0, {1})  # the clients beside the fake, away from daphne
-        res = asyncio.run(drive(a, f"ws://127.0.0.1:{port}/ws/chat/", clients, daphne.pid))
+        urls = [f"ws://127.0.0.1:{port}/ws/chat/" for port in ports]
+        res = asyncio.run(drive(a, urls, clients, [p.pid for p in servers]))
     finally:
         signal.alarm(0)
-        stop_group(daphne)
+        for server in servers:
+            stop_group(server)
         stop_group(fake)
     machine_after = machine_line()
     summary = summarize(a, res)
