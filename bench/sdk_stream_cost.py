@@ -4,12 +4,14 @@
     .venv/bin/python bench/sdk_stream_cost.py --replies 40 --concurrency 10 --rounds 3
 
 Issue 3 names `messages.stream`; under its benchmark about half of the server's CPU per
-reply is that call (docs/performance.md). This measures the call alone, with no Django,
-database or websocket: the fake Messages API (tests/fake_anthropic.py, in its own
-process, pinned to the other CPU where there is one) streams --tokens text deltas at
---tokens-per-s, and this process, pinned to CPU0, reads --replies of them,
---concurrency at a time, through `anthropic.AsyncAnthropic` on the aiohttp transport
-(as `characters.llm.anthropic` configures it), in one of four ways:
+reply is that call (docs/performance.md). This measures the call alone, with no server,
+database or websocket (Django only loads the settings): the fake Messages API
+(tests/fake_anthropic.py, in its own process, pinned to the other CPU where there is
+one) streams --tokens text deltas at --tokens-per-s, and this process, pinned to CPU0,
+reads --replies of them, --concurrency at a time, with Parley's own SDK client and
+request parameters
+(`AnthropicProvider.client()` and `_params`: the aiohttp transport, the timeouts, the
+cache breakpoints), in one of four ways:
 
 - `provider`: Parley's own `AnthropicProvider.stream` (which reads `messages.stream`);
 - `stream`: `messages.stream`, iterating its events (the SDK's snapshot and text events);
@@ -37,14 +39,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WAYS = ("provider", "stream", "create", "raw")
-REQUEST = {
-    "model": "claude-bench",
-    "max_tokens": 1024,
-    "system": [
-        {"type": "text", "text": "You are a bench.", "cache_control": {"type": "ephemeral"}}
-    ],
-    "messages": [{"role": "user", "content": "Hello."}],
-}
 
 
 async def text_deltas(events) -> int:
@@ -55,66 +49,61 @@ async def text_deltas(events) -> int:
     return deltas
 
 
-async def read_stream(client) -> int:
-    async with client.messages.stream(**REQUEST) as stream:
+async def read_stream(client, params: dict) -> int:
+    async with client.messages.stream(**params) as stream:
         return await text_deltas(stream)
 
 
-async def read_create(client) -> int:
-    stream = await client.messages.create(stream=True, **REQUEST)
+async def read_create(client, params: dict) -> int:
+    stream = await client.messages.create(stream=True, **params)
     async with stream:
         return await text_deltas(stream)
 
 
-async def read_raw(client) -> int:
+async def read_raw(client, params: dict) -> int:
     deltas = 0
-    async with client.messages.with_streaming_response.create(stream=True, **REQUEST) as response:
+    async with client.messages.with_streaming_response.create(stream=True, **params) as response:
         async for line in response.iter_lines():
             if line.startswith("data: ") and json.loads(line[6:])["type"] == "content_block_delta":
                 deltas += 1
     return deltas
 
 
-def provider_reader(base_url: str, api_key: str):
+def parley_provider(base_url: str, api_key: str):
+    """Parley's provider and a request of one turn: every way reads with its SDK client
+    (aiohttp, timeouts) and sends the parameters it builds (`_params`)."""
     from characters.llm.anthropic import AnthropicProvider
     from characters.llm.base import ReplyRequest, TextDelta, Turn
 
     provider = AnthropicProvider(api_key=api_key, base_url=base_url, default_model="claude-bench")
     request = ReplyRequest(system="You are a bench.", turns=[Turn("user", "Hello.")], model="")
 
-    async def read(client) -> int:
+    async def read_provider(client, params: dict) -> int:
         deltas = 0
         async for event in provider.stream(request):
             deltas += isinstance(event, TextDelta)
         return deltas
 
-    return read, provider
+    return provider, provider._params(request), read_provider
 
 
-async def batch(read, client, replies: int, concurrency: int) -> tuple[float, int]:
+async def batch(read, client, params: dict, replies: int, concurrency: int) -> tuple[float, int]:
     """(CPU seconds per reply, deltas per reply)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> int:
         async with gate:
-            return await read(client)
+            return await read(client, params)
 
-    await read(client)  # a warm connection and warm caches
+    await read(client, params)  # a warm connection and warm caches
     started = time.process_time()
     counts = await asyncio.gather(*(one() for _ in range(replies)))
     return (time.process_time() - started) / replies, counts[0]
 
 
 async def run(args, base_url: str, api_key: str) -> dict[str, list[float]]:
-    import anthropic
-
-    client = anthropic.AsyncAnthropic(
-        api_key=api_key,
-        base_url=base_url,
-        max_retries=0,
-        http_client=anthropic.DefaultAioHttpClient(),
-    )
-    read_provider, provider = provider_reader(base_url, api_key)
+    provider, params, read_provider = parley_provider(base_url, api_key)
+    client = provider.client()  # this loop's, as the server's replies use it
     readers = {
         "provider": read_provider,
         "stream": read_stream,
@@ -125,13 +114,12 @@ async def run(args, base_url: str, api_key: str) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {w: [] for w in ways}
     for r in range(args.rounds):
         for way in ways[r % len(ways) :] + ways[: r % len(ways)]:
-            cpu, deltas = await batch(readers[way], client, args.replies, args.concurrency)
+            cpu, deltas = await batch(readers[way], client, params, args.replies, args.concurrency)
             results[way].append(cpu * 1000)
             print(
                 f"round {r + 1} {way:9s} {cpu * 1000:6.1f} ms CPU per reply ({deltas} deltas)",
                 flush=True,
             )
-    await client.close()
     await provider.aclose()
     return results
 
